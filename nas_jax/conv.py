@@ -1,0 +1,191 @@
+"""Depthwise convolution behind one function, with the implementation chosen per backend.
+
+Impls (all equal torch's grouped Conv2d; see `depthwise_conv`):
+  xla        lax.conv_general_dilated(feature_group_count=C).
+  shift      sum over the k*k taps of strided/dilated input slices times per-channel
+             weights; plain autodiff.
+  shift_vjp  'shift' forward with a custom VJP whose kernel gradient is computed in
+             cache-sized batch chunks. No forward-mode AD (jax.jvp/jacfwd).
+  dense      dense conv with the (k, k, C, C) diagonal kernel: C times the FLOPs.
+
+Measured with experiments/bench_depthwise.py on a 2-core Xeon (Sapphire Rapids)
+shared with other jobs, jax 0.10.2, float32. ms fwd / fwd+bwd (grads for x and
+kernel), each summed over the 8 variants k{3,5} x dilation{1,2} x stride{1,2}:
+
+  stage                  xla         shift     shift_vjp   dense
+  search N64 C16 32x32   698/1553    12/247    11/143      65/170
+  search N64 C32 16x16   129/626      8/137     9/84       30/120
+  search N64 C64 8x8      89/314      6/36      6/34       25/223
+  eval   N96 C36 32x32   846/4232    69/1026   62/484     238/1178
+  eval   N96 C72 16x16   485/2517    28/535    31/224        -
+  eval   N96 C144 8x8    288/1239    16/202    17/112        -
+
+Per-case geometric-mean fwd+bwd time relative to shift_vjp: xla 12x, shift 1.5x,
+dense 2.4x (C <= 64 only). shift_vjp has the fastest fwd+bwd in 43 of 48 cases
+(dense wins 3, small C with k=5). XLA:CPU's grouped conv is 10-60x slower than a
+fused elementwise loop, worst in the stride-2 backward. So the CPU default is
+'shift_vjp'. GPU/TPU keep 'xla' (cuDNN and the TPU compiler handle depthwise
+convs natively; not measured here). bfloat16 (k{3,5}, dilation 1) ranks the same;
+dense wins only at C16 k5.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
+IMPLS = ("xla", "shift", "shift_vjp", "dense")
+_BACKEND_DEFAULTS = {"cpu": "shift_vjp"}
+_DW_CHUNK_BYTES = 256 * 1024
+_DN = ("NHWC", "HWIO", "NHWC")
+
+
+def default_depthwise_impl(backend: str | None = None) -> str:
+    """Measured-best impl for `backend` (default: `jax.default_backend()`)."""
+    backend = backend or jax.default_backend()
+    return _BACKEND_DEFAULTS.get(backend, "xla")
+
+
+def _resolve_impl(impl: str | None) -> str:
+    if impl is None:
+        impl = os.environ.get(ENV_VAR) or default_depthwise_impl()
+    if impl not in IMPLS:
+        raise ValueError(f"unknown depthwise impl {impl!r}; accepted: {', '.join(IMPLS)}")
+    return impl
+
+
+def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
+    return (size + 2 * padding - dilation * (k - 1) - 1) // stride + 1
+
+
+def _conv(x, w, stride, padding, dilation, groups):
+    pad = ((padding, padding), (padding, padding))
+    return lax.conv_general_dilated(
+        x, w, (stride, stride), pad, rhs_dilation=(dilation, dilation),
+        dimension_numbers=_DN, feature_group_count=groups,
+    )  # fmt: skip
+
+
+def _xla(x, w, stride, padding, dilation):
+    return _conv(x, w, stride, padding, dilation, groups=x.shape[-1])
+
+
+def _dense(x, w, stride, padding, dilation):
+    # XLA:CPU's dense conv path is far better optimised than its grouped one, so
+    # spending C times the FLOPs on a diagonal kernel can still win for small C.
+    c = x.shape[-1]
+    dense_w = w[:, :, 0, None, :] * jnp.eye(c, dtype=w.dtype)  # (kh, kw, I=C, O=C)
+    return _conv(x, dense_w, stride, padding, dilation, groups=1)
+
+
+def _tap_slices(x, kh, kw, stride, padding, dilation):
+    """Yields ((i, j), slice of the padded input that tap (i, j) multiplies)."""
+    n, h, wd, c = x.shape
+    ho = _out_size(h, kh, stride, padding, dilation)
+    wo = _out_size(wd, kw, stride, padding, dilation)
+    if padding:
+        x = jnp.pad(x, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    for i in range(kh):
+        for j in range(kw):
+            h0, w0 = i * dilation, j * dilation
+            limit = (n, h0 + (ho - 1) * stride + 1, w0 + (wo - 1) * stride + 1, c)
+            yield (i, j), lax.slice(x, (0, h0, w0, 0), limit, (1, stride, stride, 1))
+
+
+def _acc_dtype(dtype):
+    # Low-precision inputs accumulate the k*k products in float32, so a bfloat16
+    # result is rounded once rather than k*k times.
+    return jnp.promote_types(dtype, jnp.float32)
+
+
+def _shift(x, w, stride, padding, dilation):
+    # Sum of k*k strided slices times per-channel weights: purely elementwise,
+    # so XLA fuses the whole thing into one loop over the output.
+    # Upcasting before slicing also keeps the transposed (pad-and-add) dx path in
+    # float32: summing k*k padded bfloat16 cotangents was ~40x slower on CPU.
+    kh, kw = w.shape[:2]
+    acc = _acc_dtype(x.dtype)
+    out = None
+    for (i, j), xs in _tap_slices(x.astype(acc), kh, kw, stride, padding, dilation):
+        term = xs * w[i, j, 0].astype(acc)
+        out = term if out is None else out + term
+    return out.astype(x.dtype)
+
+
+def _shift_dw(x, ct, kh, kw, stride, padding, dilation):
+    # Autodiff of 'shift' gives k*k reductions over the whole batch, each of a
+    # materialised shifted copy of x: memory-bound, and the bulk of f+b time.
+    # Scanning over batch chunks that fit in L2 makes those passes hit cache.
+    n, acc = x.shape[0], _acc_dtype(x.dtype)
+    nb = max(1, min(n, _DW_CHUNK_BYTES // (x[0].size * x.dtype.itemsize)))
+    while n % nb:
+        nb -= 1
+
+    def chunk(total, xc_ctc):
+        xc, ctc = xc_ctc
+        taps = [
+            jnp.sum(xs * ctc, axis=(0, 1, 2))
+            for _, xs in _tap_slices(xc, kh, kw, stride, padding, dilation)
+        ]
+        return total + jnp.stack(taps).reshape(kh, kw, 1, -1), None
+
+    def split(a):
+        return a.reshape(n // nb, nb, *a.shape[1:])
+
+    init = jnp.zeros((kh, kw, 1, x.shape[-1]), acc)
+    return lax.scan(chunk, init, (split(x.astype(acc)), split(ct.astype(acc))))[0]
+
+
+# Same forward as 'shift'; only the weight gradient differs. Caveat of
+# custom_vjp: no forward-mode AD (jax.jvp / jacfwd); use 'shift' for that.
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _shift_vjp(x, w, stride, padding, dilation):
+    return _shift(x, w, stride, padding, dilation)
+
+
+def _shift_vjp_fwd(x, w, stride, padding, dilation):
+    return _shift(x, w, stride, padding, dilation), (x, w)
+
+
+def _shift_vjp_bwd(stride, padding, dilation, res, ct):
+    x, w = res
+    dx = jax.vjp(lambda x: _shift(x, w, stride, padding, dilation), x)[1](ct)[0]
+    dw = _shift_dw(x, ct, *w.shape[:2], stride, padding, dilation)
+    return dx, dw.astype(w.dtype)
+
+
+_shift_vjp.defvjp(_shift_vjp_fwd, _shift_vjp_bwd)
+
+_IMPL_FNS = {"xla": _xla, "shift": _shift, "shift_vjp": _shift_vjp, "dense": _dense}
+
+
+def depthwise_conv(
+    x: jax.Array,
+    kernel: jax.Array,
+    *,
+    stride: int = 1,
+    padding: int = 0,
+    dilation: int = 1,
+    impl: str | None = None,
+) -> jax.Array:
+    """Depthwise conv equal to torch `Conv2d(C, C, k, stride, padding, dilation, groups=C,
+    bias=False)` in NHWC.
+
+    x: (N, H, W, C); kernel: (kh, kw, 1, C), Flax's HWIO layout for
+    `nn.Conv(feature_group_count=C)`. `padding` is symmetric zero padding on H and W.
+    `impl=None` uses $NAS_JAX_DEPTHWISE_IMPL if set, else `default_depthwise_impl()`;
+    either is read when the call is traced, so set it before the first jit.
+    Inputs and kernel are promoted to a common dtype, which the result has.
+    """
+    impl = _resolve_impl(impl)
+    if x.ndim != 4 or kernel.ndim != 4 or kernel.shape[2:] != (1, x.shape[-1]):
+        raise ValueError(
+            f"expected x (N,H,W,C) and kernel (kh,kw,1,C); got {x.shape} and {kernel.shape}"
+        )
+    dtype = jnp.result_type(x, kernel)
+    return _IMPL_FNS[impl](x.astype(dtype), kernel.astype(dtype), stride, padding, dilation)
