@@ -165,9 +165,15 @@ class NB201Supernet(nn.Module):
 
 
 def build_supernet(
-    space: spaces.SearchSpace, *, C: int = 16, layers: int = 8, num_classes: int = 10
+    space: spaces.SearchSpace,
+    *,
+    C: int = 16,
+    layers: int = 8,
+    num_classes: int = 10,
+    nb201_cells: int = 5,
 ) -> nn.Module:
-    """The supernet of a space; `layers` is ignored for NB201 (N=5 fixed, SPEC 4.3)."""
+    """The supernet of a space. NB201 ignores `layers` (SPEC 4.3) and has `nb201_cells`
+    cells per stage (5 in the reference; fewer for smoke runs)."""
     if space.family == "nb201":
-        return NB201Supernet(space, C=C, num_classes=num_classes)
+        return NB201Supernet(space, C=C, N=nb201_cells, num_classes=num_classes)
     return DartsSupernet(space, C=C, layers=layers, num_classes=num_classes)
