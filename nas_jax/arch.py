@@ -4,7 +4,8 @@ Every field is a dict keyed by cell type ('normal'/'reduce', or 'cell' for NB201
   alphas      float[E, K]  architecture parameters
   decided_op  int32[E]     the op chosen on each edge, -1 while undecided
   edge_kept   bool[E]      False once topology selection pruned the edge
-  node_done   bool[P]      topology decided for each prunable node (DARTS: states 3, 4, 5)
+  node_done   bool[P]      topology decided for each prunable node (DARTS: states 3, 4, 5;
+                           an empty dict for NB201)
 
 Mixing weights (SPEC 5.2): softmax(alpha); decided rows one-hot; pruned rows zero.
 The `where` gives decided rows exactly zero gradient w.r.t. alpha, as in the reference.
@@ -40,7 +41,8 @@ def init_arch_state(key: jax.Array, space: spaces.SearchSpace, scale: float = 1e
         alphas=alphas,
         decided_op={t: jnp.full((E,), -1, jnp.int32) for t in space.cell_types},
         edge_kept={t: jnp.ones((E,), bool) for t in space.cell_types},
-        node_done={t: jnp.zeros((P,), bool) for t in space.cell_types},
+        # Empty for NB201 (no topology selection): orbax cannot save zero-size arrays.
+        node_done={t: jnp.zeros((P,), bool) for t in space.cell_types} if P else {},
     )
 
 
@@ -126,5 +128,7 @@ def undecided_edges(arch: ArchState, cell_type: str) -> list[int]:
 
 
 def undecided_nodes(arch: ArchState, space: spaces.SearchSpace, cell_type: str) -> list[int]:
+    if not space.prunable_nodes:
+        return []
     done = arch.node_done[cell_type]
     return [n for i, n in enumerate(space.prunable_nodes) if not bool(done[i])]

@@ -7,7 +7,6 @@ import socket
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
-from tensorflow_datasets.core.data_sources import array_record
 
 from nas_jax.data import (
     Dataset,
@@ -17,19 +16,6 @@ from nas_jax.data import (
     split_train_valid,
 )
 from nas_jax.data.sources import IMAGENET16_MEAN, IMAGENET16_STD, TFDS_STATS
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError(f"network access attempted: {args}")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
-
 
 # --------------------------------------------------------------------------- digits
 
@@ -59,16 +45,6 @@ def test_unknown_names_list_the_valid_ones():
 
 
 # --------------------------------------------------------------------------- TFDS
-
-
-@pytest.fixture
-def per_item_mock_reads(monkeypatch):
-    # tfds 4.9.10's mock binds `__getitems__` wrongly (TypeError); read item by item.
-    monkeypatch.setattr(
-        array_record.ArrayRecordDataSource,
-        "__getitems__",
-        lambda self, keys: [self[k] for k in keys],
-    )
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,62 @@
+"""Runs the stages a config lists (search, then later select and evaluate)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+
+from nas_jax import arch, config_lib, data, genotype, spaces
+from nas_jax.reporting import logger, write_json
+from nas_jax.search import loop, methods
+
+STAGES = ("search",)
+
+
+def validate(config) -> None:
+    """Raises ConfigError (one line naming the value and the accepted ones)."""
+    chk = config_lib.check_choice
+    stages = tuple(config.stages)
+    if not stages:
+        raise config_lib.ConfigError(f"stages is empty; accepted stages: {', '.join(STAGES)}")
+    for st in stages:
+        chk("stages", st, STAGES)
+    if list(stages) != sorted(stages, key=STAGES.index):
+        raise config_lib.ConfigError(f"stages={stages} must follow the order {STAGES}")
+    chk("data.name", config.data.name, data.LOADERS)
+    chk("data.sampler", config.data.sampler, data.SAMPLERS)
+    chk("model.space", config.model.space, spaces.SPACES)
+    chk("search.method", config.search.method, methods.METHODS)
+    chk("search.sdarts_noise", config.search.sdarts_noise, ("uniform", "gaussian"))
+    if config.data.name == "image_folder" and not config.data.folder:
+        raise config_lib.ConfigError("data.name='image_folder' needs --config.data.folder=PATH")
+    if not 0.0 < config.data.train_portion < 1.0:
+        raise config_lib.ConfigError(
+            f"data.train_portion={config.data.train_portion} must be in (0, 1)"
+        )
+    for name in ("data.batch_size", "model.C", "model.layers", "search.epochs",
+                 "search.checkpoint_every", "model.nb201_cells"):  # fmt: skip
+        section, key = name.split(".")
+        config_lib.check_positive(name, config[section][key])
+    if config.model.C % 2:
+        raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
+
+
+def run(config, workdir: str) -> None:
+    validate(config)
+    if config.xla_cache_dir:
+        jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.xla_cache_dir))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+    os.makedirs(workdir, exist_ok=True)
+    write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    stages = tuple(config.stages)
+    if "search" in stages:
+        state, setup, _ = loop.run_search(config, workdir)
+        if stages[-1] == "search":
+            g = genotype.derive_genotype(setup.space, arch.mixing_weights(state.arch))
+            genotype.save_json(
+                g, os.path.join(workdir, "genotype.json"), method="magnitude",
+                space=setup.space.name, stage="search",
+            )  # fmt: skip
+            logger.info("Magnitude genotype: %s", g.to_text())

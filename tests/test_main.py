@@ -1,0 +1,185 @@
+"""The main job end to end: configs, artifacts, resume == uninterrupted, bad input."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+from test_data_image_folder import _extract_subset, needs_archive
+
+from nas_jax import checkpoint, config_lib, pipeline
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def load_config(name, arg=None):
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    config = module.get_config(arg)
+    config.xla_cache_dir = ""  # tests share conftest's compilation cache
+    return config
+
+
+def read_jsonl(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def final_arrays(workdir):
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    step = ckpt.latest_step()
+    path = os.path.join(workdir, "checkpoints", str(step), "state")
+    ckpt.close()
+    return step, path
+
+
+def test_quickstart_smoke_writes_artifacts(tmp_path):
+    config = load_config("quickstart", "smoke")
+    pipeline.run(config, str(tmp_path))
+    for name in ("config.json", "metrics.jsonl", "genotype.json"):
+        assert (tmp_path / name).is_file(), name
+    assert (tmp_path / "tensorboard").is_dir()
+    records = read_jsonl(tmp_path / "metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert all(np.isfinite(r["train_loss"]) for r in records)
+    assert set(records[-1]["alphas_softmax"]) == {"cell"}
+    g = json.loads((tmp_path / "genotype.json").read_text())
+    assert g["genotype"]["family"] == "nb201" and g["method"] == "magnitude"
+    assert g["text"] == records[-1]["genotype"]
+    assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "digits"
+
+
+def _state_leaves(workdir, config):
+    """The final search state, restored through the real code path."""
+    from nas_jax.search import loop
+
+    sd = loop.load_search_data(config.data)
+    setup = loop.make_setup(config, sd)
+    import jax
+    import jax.numpy as jnp
+
+    from nas_jax.search import methods
+
+    abstract = methods.create_search_state(
+        setup.model, jax.random.key(0), jnp.zeros((2, *sd.train_x.shape[1:])), setup.space,
+        setup.weight_tx, setup.arch_tx,
+    )  # fmt: skip
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"))
+    state, meta = ckpt.restore(abstract)
+    ckpt.close()
+    return jax.tree.leaves(state), meta
+
+
+def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
+    config = load_config("quickstart", "smoke")
+    config.search.epochs = 3
+    full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
+    pipeline.run(config, full)
+
+    real_save = checkpoint.Checkpointer.save
+    calls = []
+
+    def save_then_die(self, step, state, meta):
+        real_save(self, step, state, meta)
+        calls.append(step)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated kill after the second checkpoint")
+
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline.run(config, cut)
+    monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)
+    assert not os.path.exists(os.path.join(cut, "genotype.json"))
+    pipeline.run(config, cut)  # the same command again: resumes at epoch 2
+
+    leaves_full, meta_full = _state_leaves(full, config)
+    leaves_cut, meta_cut = _state_leaves(cut, config)
+    assert meta_full == meta_cut == {"epoch": 3, "stage": "search"}
+    for a, b in zip(leaves_full, leaves_cut, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert read_jsonl(os.path.join(cut, "metrics.jsonl")) != []
+    epochs = [r["epoch"] for r in read_jsonl(os.path.join(cut, "metrics.jsonl"))]
+    assert epochs == [0, 1, 2]  # the redone epoch is not duplicated
+    g_full = json.loads(open(os.path.join(full, "genotype.json")).read())
+    g_cut = json.loads(open(os.path.join(cut, "genotype.json")).read())
+    assert g_full == g_cut
+
+    # Negative control: another seed gives other weights.
+    other = str(tmp_path / "other")
+    config.seed += 1
+    pipeline.run(config, other)
+    leaves_other, _ = _state_leaves(other, config)
+    assert any(
+        not np.array_equal(np.asarray(a), np.asarray(b))
+        for a, b in zip(leaves_full, leaves_other, strict=True)
+    )
+
+
+def test_finished_search_is_not_redone(tmp_path, caplog):
+    config = load_config("quickstart", "smoke")
+    pipeline.run(config, str(tmp_path))
+    before = (tmp_path / "metrics.jsonl").read_text()
+    pipeline.run(config, str(tmp_path))
+    assert (tmp_path / "metrics.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize(
+    "family,arg",
+    [
+        ("darts", "smoke,space=s2"),
+        pytest.param("darts", "smoke,space=s4", marks=pytest.mark.slow),  # 3 min of compile
+        ("nb201", "smoke"),
+    ],
+)
+def test_config_families_smoke_on_mocked_cifar10(
+    family, arg, tmp_path, no_network, per_item_mock_reads
+):
+    config = load_config(family, arg)
+    config.data.data_dir = str(tmp_path / "tfds")
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        pipeline.run(config, str(tmp_path / "run"))
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == config.search.epochs
+    assert (tmp_path / "run" / "genotype.json").is_file()
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.model.space=s9", "model.space='s9' is not accepted; accepted: s1, s2"),
+        ("--config.search.method=gdas", "search.method='gdas' is not accepted; accepted:"),
+        ("--config.data.name=mnist", "data.name='mnist' is not accepted; accepted: digits"),
+        ("--config.stages=('evaluate',)", "stages='evaluate' is not accepted"),
+    ],
+)
+def test_bad_config_values_fail_before_work(tmp_path, override, message):
+    workdir = tmp_path / "w"
+    out = subprocess.run(
+        [sys.executable, "-m", "nas_jax.main", "--config", "configs/quickstart.py:smoke",
+         f"--workdir={workdir}", override],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr
+    assert not workdir.exists()  # nothing half-written
+
+
+def test_unknown_config_arg_is_one_clear_error():
+    with pytest.raises(config_lib.ConfigError, match="'spaec'; accepted: smoke, space"):
+        load_config("quickstart", "spaec=s5")
+
+
+@needs_archive
+def test_search_on_real_cifar10_jpegs_through_image_folder(tmp_path, no_network):
+    folder = tmp_path / "cifar10"
+    _extract_subset(folder, {"train": 8, "test": 2})
+    config = load_config("nb201", "smoke,dataset=image_folder")
+    config.data.update(folder=str(folder), data_dir=str(tmp_path / "tfds"))
+    pipeline.run(config, str(tmp_path / "run"))
+    records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
+    assert len(records) == config.search.epochs and np.isfinite(records[-1]["train_loss"])
