@@ -92,4 +92,7 @@ def base_config() -> ml_collections.ConfigDict:
         fixed_uniform=False,  # fixed_alpha: exactly uniform weights instead of frozen init
         checkpoint_every=10,
     )
+    from nas_jax.selection.run import default_config as select_defaults  # no import cycle
+
+    c.select = select_defaults()  # used when 'select' is in stages (SPEC 7)
     return c

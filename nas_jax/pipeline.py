@@ -7,11 +7,11 @@ import os
 
 import jax
 
-from nas_jax import arch, config_lib, data, genotype, spaces
+from nas_jax import arch, config_lib, data, genotype, selection, spaces
 from nas_jax.reporting import logger, write_json
 from nas_jax.search import loop, methods
 
-STAGES = ("search",)
+STAGES = ("search", "select")
 
 
 def validate(config) -> None:
@@ -39,6 +39,8 @@ def validate(config) -> None:
                  "search.checkpoint_every", "model.nb201_cells"):  # fmt: skip
         section, key = name.split(".")
         config_lib.check_positive(name, config[section][key])
+    if "select" in stages:
+        selection.validate_config(config)
     if config.model.C % 2:
         raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
 
@@ -50,13 +52,15 @@ def run(config, workdir: str) -> None:
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
-    stages = tuple(config.stages)
-    if "search" in stages:
-        state, setup, _ = loop.run_search(config, workdir)
-        if stages[-1] == "search":
-            g = genotype.derive_genotype(setup.space, arch.mixing_weights(state.arch))
-            genotype.save_json(
-                g, os.path.join(workdir, "genotype.json"), method="magnitude",
-                space=setup.space.name, stage="search",
-            )  # fmt: skip
-            logger.info("Magnitude genotype: %s", g.to_text())
+    # A finished search is restored, not redone ('select' alone needs a searched supernet).
+    state, setup, search_data = loop.run_search(config, workdir)
+    if "select" in config.stages:
+        g = selection.run_select(config, workdir, state, setup, search_data)
+        logger.info("Selected genotype (%s): %s", config.select.method, g.to_text())
+    else:
+        g = genotype.derive_genotype(setup.space, arch.mixing_weights(state.arch))
+        genotype.save_json(
+            g, os.path.join(workdir, "genotype.json"), method="magnitude",
+            space=setup.space.name, stage="search",
+        )  # fmt: skip
+        logger.info("Magnitude genotype: %s", g.to_text())

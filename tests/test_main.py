@@ -148,6 +148,21 @@ def test_config_families_smoke_on_mocked_cifar10(
     assert (tmp_path / "run" / "genotype.json").is_file()
 
 
+def test_nb201_smoke_search_then_pt_selection(tmp_path):
+    config = load_config("quickstart", "smoke")
+    config.stages = ("search", "select")
+    config.select.update(tune_epochs=0, eval_batches=2)
+    pipeline.run(config, str(tmp_path))
+    decisions = read_jsonl(tmp_path / "decisions.jsonl")
+    assert len(decisions) == 6  # one op decision per NB201 edge
+    assert sorted(d["edge"] for d in decisions) == list(range(6))
+    g = json.loads((tmp_path / "genotype.json").read_text())
+    assert g["genotype"]["family"] == "nb201"
+    for d in decisions:  # the choice is the op whose removal hurts most (criterion acc)
+        assert len(d["acc"]) == len(d["candidates"]) == 5
+        assert d["choice"] == d["candidates"][int(np.argmin(d["acc"]))]
+
+
 @pytest.mark.parametrize(
     "override,message",
     [
