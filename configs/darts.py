@@ -7,7 +7,8 @@ an image folder, with the reference's hyper-parameters.
 
 Args: space (s1-s5, darts8; default s5), dataset (cifar10, cifar100, svhn_cropped,
 image_folder), method (darts, darts_2nd, darts_2nd_fd, sdarts_rs, sdarts_adv,
-fixed_alpha), smoke (tiny network, a few steps: for tests).
+fixed_alpha), select (pt, pt_mag, magnitude; default pt), smoke (tiny network, a
+few steps: for tests). Stages default to search then select.
 TFDS datasets must be prepared in --config.data.data_dir (array_record format).
 """
 
@@ -15,14 +16,18 @@ from nas_jax import config_lib
 
 
 def get_config(arg=None):
-    a = config_lib.parse_arg(arg, space="s5", dataset="cifar10", method="darts", smoke=False)
+    a = config_lib.parse_arg(
+        arg, space="s5", dataset="cifar10", method="darts", select="pt", smoke=False
+    )
     c = config_lib.base_config()
     c.seed = 2
     c.data.name = a.dataset
     c.model.space = a.space
     c.search.update(method=a.method, epochs=50, checkpoint_every=10)
+    c.select.method = a.select
     if a.smoke:
         c.model.update(C=4, layers=3)
         c.data.update(batch_size=8, eval_batches=2)
         c.search.update(epochs=2, steps_per_epoch=2, checkpoint_every=1)
+        c.select.update(tune_epochs=0, eval_batches=2)
     return c

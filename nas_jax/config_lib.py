@@ -53,7 +53,7 @@ def base_config() -> ml_collections.ConfigDict:
     """Reference hyper-parameters (SPEC 6, 15); config files override what differs."""
     c = ml_collections.ConfigDict()
     c.seed = 2
-    c.stages = ("search",)
+    c.stages = ("search", "select")  # the paper's method: search, then PT selection
     c.log_every_seconds = 10.0
     # XLA's persistent compilation cache: a resumed or repeated run skips recompiling
     # (minutes for the DARTS supernets on CPU). Empty string = off.

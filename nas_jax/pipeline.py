@@ -55,8 +55,7 @@ def run(config, workdir: str) -> None:
     # A finished search is restored, not redone ('select' alone needs a searched supernet).
     state, setup, search_data = loop.run_search(config, workdir)
     if "select" in config.stages:
-        g = selection.run_select(config, workdir, state, setup, search_data)
-        logger.info("Selected genotype (%s): %s", config.select.method, g.to_text())
+        selection.run_select(config, workdir, state, setup, search_data)  # logs the genotype
     else:
         g = genotype.derive_genotype(setup.space, arch.mixing_weights(state.arch))
         genotype.save_json(

@@ -40,8 +40,10 @@ def final_arrays(workdir):
 
 def test_quickstart_smoke_writes_artifacts(tmp_path):
     config = load_config("quickstart", "smoke")
+    assert tuple(config.stages) == ("search", "select") and config.select.method == "pt"
     pipeline.run(config, str(tmp_path))
-    for name in ("config.json", "metrics.jsonl", "genotype.json"):
+    for name in ("config.json", "metrics.jsonl", "genotype.json", "genotype_magnitude.json",
+                 "decisions.jsonl", "cells.dot", "cells.png"):  # fmt: skip
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "tensorboard").is_dir()
     records = read_jsonl(tmp_path / "metrics.jsonl")
@@ -49,9 +51,16 @@ def test_quickstart_smoke_writes_artifacts(tmp_path):
     assert all(np.isfinite(r["train_loss"]) for r in records)
     assert set(records[-1]["alphas_softmax"]) == {"cell"}
     g = json.loads((tmp_path / "genotype.json").read_text())
-    assert g["genotype"]["family"] == "nb201" and g["method"] == "magnitude"
-    assert g["text"] == records[-1]["genotype"]
+    assert g["genotype"]["family"] == "nb201" and g["method"] == "pt"
+    magnitude = json.loads((tmp_path / "genotype_magnitude.json").read_text())
+    assert magnitude["text"] == records[-1]["genotype"]  # the search's last read-out
     assert json.loads((tmp_path / "config.json").read_text())["data"]["name"] == "digits"
+    decisions = read_jsonl(tmp_path / "decisions.jsonl")
+    assert len(decisions) == 6  # one op decision per NB201 edge
+    assert sorted(d["edge"] for d in decisions) == list(range(6))
+    for d in decisions:  # the choice is the op whose removal hurts most (criterion acc)
+        assert len(d["acc"]) == len(d["candidates"]) == 5
+        assert d["choice"] == d["candidates"][int(np.argmin(d["acc"]))]
 
 
 def _state_leaves(workdir, config):
@@ -77,6 +86,7 @@ def _state_leaves(workdir, config):
 
 def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
     config = load_config("quickstart", "smoke")
+    config.stages = ("search",)  # selection's resume: tests/test_selection_run.py
     config.search.epochs = 3
     full, cut = str(tmp_path / "full"), str(tmp_path / "cut")
     pipeline.run(config, full)
@@ -123,9 +133,9 @@ def test_resume_after_interruption_equals_uninterrupted(tmp_path, monkeypatch):
 def test_finished_search_is_not_redone(tmp_path, caplog):
     config = load_config("quickstart", "smoke")
     pipeline.run(config, str(tmp_path))
-    before = (tmp_path / "metrics.jsonl").read_text()
+    before = {n: (tmp_path / n).read_text() for n in ("metrics.jsonl", "decisions.jsonl")}
     pipeline.run(config, str(tmp_path))
-    assert (tmp_path / "metrics.jsonl").read_text() == before
+    assert {n: (tmp_path / n).read_text() for n in before} == before
 
 
 @pytest.mark.parametrize(
@@ -136,7 +146,7 @@ def test_finished_search_is_not_redone(tmp_path, caplog):
         ("nb201", "smoke"),
     ],
 )
-def test_config_families_smoke_on_mocked_cifar10(
+def test_config_families_smoke_search_and_select_on_mocked_cifar10(
     family, arg, tmp_path, no_network, per_item_mock_reads
 ):
     config = load_config(family, arg)
@@ -145,22 +155,24 @@ def test_config_families_smoke_on_mocked_cifar10(
         pipeline.run(config, str(tmp_path / "run"))
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == config.search.epochs
-    assert (tmp_path / "run" / "genotype.json").is_file()
-
-
-def test_nb201_smoke_search_then_pt_selection(tmp_path):
-    config = load_config("quickstart", "smoke")
-    config.stages = ("search", "select")
-    config.select.update(tune_epochs=0, eval_batches=2)
-    pipeline.run(config, str(tmp_path))
-    decisions = read_jsonl(tmp_path / "decisions.jsonl")
-    assert len(decisions) == 6  # one op decision per NB201 edge
-    assert sorted(d["edge"] for d in decisions) == list(range(6))
-    g = json.loads((tmp_path / "genotype.json").read_text())
-    assert g["genotype"]["family"] == "nb201"
-    for d in decisions:  # the choice is the op whose removal hurts most (criterion acc)
-        assert len(d["acc"]) == len(d["candidates"]) == 5
+    g = json.loads((tmp_path / "run" / "genotype.json").read_text())
+    assert g["method"] == "pt"
+    decisions = read_jsonl(tmp_path / "run" / "decisions.jsonl")
+    ops = [d for d in decisions if d["kind"] == "op"]
+    for d in ops:  # criterion 'acc': the op whose removal hurts most
         assert d["choice"] == d["candidates"][int(np.argmin(d["acc"]))]
+    if family == "nb201":
+        assert g["genotype"]["family"] == "nb201" and len(decisions) == len(ops) == 6
+        return
+    # DARTS: 14 op decisions then 3 node decisions per cell type (SPEC 7.5)
+    for cell in ("normal", "reduce"):
+        assert sorted(d["edge"] for d in ops if d["cell_type"] == cell) == list(range(14))
+        nodes = [d for d in decisions if d["kind"] != "op" and d["cell_type"] == cell]
+        assert len(nodes) == 3
+    chosen = {(d["cell_type"], d["edge"]): d["choice"] for d in ops}
+    for cell in ("normal", "reduce"):  # the kept edges carry the PT-chosen ops
+        for op, _ in g["genotype"][cell]:
+            assert op in {chosen[(cell, e)] for e in range(14)}
 
 
 @pytest.mark.parametrize(
