@@ -169,7 +169,7 @@ def test_nb201_smoke_search_then_pt_selection(tmp_path):
         ("--config.model.space=s9", "model.space='s9' is not accepted; accepted: s1, s2"),
         ("--config.search.method=gdas", "search.method='gdas' is not accepted; accepted:"),
         ("--config.data.name=mnist", "data.name='mnist' is not accepted; accepted: digits"),
-        ("--config.stages=('evaluate',)", "stages='evaluate' is not accepted"),
+        ("--config.stages=('evaluation',)", "stages='evaluation' is not accepted"),
     ],
 )
 def test_bad_config_values_fail_before_work(tmp_path, override, message):
