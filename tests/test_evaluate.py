@@ -7,10 +7,12 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
-from test_main import load_config
+import tensorflow_datasets as tfds
+from test_main import load_config, read_jsonl
 
-from nas_jax import evaluation, genotype, pipeline
+from nas_jax import checkpoint, evaluation, genotype, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201_test_accuracy.csv")
@@ -117,3 +119,108 @@ def test_lookup_on_the_shared_nb201_table(tmp_path):
     accs = {k: round(v, 2) for k, v in result["nb201_test_accuracy"].items()}
     assert accs == {"cifar10": 54.30, "cifar100": 15.61, "ImageNet16-120": 16.32}
     assert max(r[0] for r in rows.values()) == pytest.approx(94.37, abs=0.005)
+
+
+# --------------------------------------------------------------------------------------
+# Retraining
+# --------------------------------------------------------------------------------------
+
+
+def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path):
+    config = load_config("evaluate", "dataset=digits,smoke")
+    config.genotype = "DARTS_V2"
+    result = pipeline.run(config, str(tmp_path / "darts"))
+    assert result["method"] == "retrain" and result["dataset"] == "digits"
+    assert result["steps"] == 4 and result["epochs"] == 2
+    records = read_jsonl(tmp_path / "darts" / "evaluate_metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1]
+    # The final epoch is the result; the best over epochs only under its own name.
+    assert result["test_accuracy"] == records[-1]["test_acc"]
+    assert result["best_test_accuracy"] == max(r["test_acc"] for r in records)
+    assert result["test_examples"] == 16 and result["test_split_size"] == 297
+    assert result["params"] == result["params_with_aux"]  # no aux head on 8x8 digits
+    assert [r["drop_path_prob"] for r in records] == pytest.approx([0.0, 0.1])
+    assert [r["lr"] for r in records] == pytest.approx([0.025, 0.0125])  # cosine per epoch
+    assert json.loads((tmp_path / "darts" / "result.json").read_text()) == json.loads(
+        json.dumps(result)
+    )
+
+    config.genotype = CONV_CELL  # an NB201 cell without a table: retrained (NB201Network)
+    result = pipeline.run(config, str(tmp_path / "nb201"))
+    assert result["method"] == "retrain" and np.isfinite(result["test_loss"])
+    assert result["genotype"] == {"family": "nb201", "arch": CONV_CELL}
+
+
+def _final_params(workdir, config):
+    """The last retraining checkpoint, restored through the real code path."""
+    import jax
+    import jax.numpy as jnp
+
+    from nas_jax.evaluation import retrain
+    from nas_jax.search import optim
+
+    g = genotype.get_genotype(config.genotype)
+    model = retrain.build_network(g, config.evaluate, 10)
+    tx = optim.weight_optimizer(optim.cosine_epoch_schedule(0.1, 0.0, 1, 1))  # any schedule
+    abstract = retrain.create_state(model, jax.random.key(0), jnp.zeros((2, 32, 32, 3)), tx)
+    ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints_evaluate"))
+    state, meta = ckpt.restore(abstract)
+    ckpt.close()
+    return jax.tree.leaves(state), meta
+
+
+def test_retrain_resume_equals_uninterrupted_on_mocked_cifar10(
+    tmp_path, monkeypatch, no_network, per_item_mock_reads
+):
+    config = load_config("evaluate", "dataset=cifar10,smoke")
+    config.genotype = "DARTS_V2"
+    config.evaluate.epochs = 3
+    config.data.data_dir = str(tmp_path / "tfds")
+    assert config.evaluate.auxiliary and config.evaluate.drop_path_prob == 0.2
+    assert config.evaluate.cutout_length == 16
+    runs = {}
+    with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+        runs["full"] = pipeline.run(config, str(tmp_path / "full"))
+
+        real_save = checkpoint.Checkpointer.save
+        calls = []
+
+        def save_then_die(self, step, state, meta):
+            real_save(self, step, state, meta)
+            calls.append(step)
+            if len(calls) == 2:
+                raise KeyboardInterrupt("simulated kill after the second checkpoint")
+
+        monkeypatch.setattr(checkpoint.Checkpointer, "save", save_then_die)
+        with pytest.raises(KeyboardInterrupt):
+            pipeline.run(config, str(tmp_path / "cut"))
+        monkeypatch.setattr(checkpoint.Checkpointer, "save", real_save)
+        assert not (tmp_path / "cut" / "result.json").exists()
+        runs["cut"] = pipeline.run(config, str(tmp_path / "cut"))  # resumes at epoch 2
+
+        config.seed += 1  # negative control
+        runs["other"] = pipeline.run(config, str(tmp_path / "other"))
+        config.seed -= 1
+
+    full, meta_full = _final_params(str(tmp_path / "full"), config)
+    cut, meta_cut = _final_params(str(tmp_path / "cut"), config)
+    other, _ = _final_params(str(tmp_path / "other"), config)
+    assert meta_full["epoch"] == meta_cut["epoch"] == 3
+    for a, b in zip(full, cut, strict=True):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert any(not np.array_equal(np.asarray(a), np.asarray(b)) for a, b in zip(full, other))
+    for key in ("test_accuracy", "test_loss", "best_test_accuracy", "best_epoch", "steps"):
+        assert runs["full"][key] == runs["cut"][key], key
+    records = read_jsonl(tmp_path / "cut" / "evaluate_metrics.jsonl")
+    assert [r["epoch"] for r in records] == [0, 1, 2]  # the redone epoch is not duplicated
+    strip = lambda r: {k: v for k, v in r.items() if k != "seconds"}  # noqa: E731
+    full_records = read_jsonl(tmp_path / "full" / "evaluate_metrics.jsonl")
+    assert [strip(r) for r in records] == [strip(r) for r in full_records]
+    # The aux head exists (trained) but is not counted, as the reference counts (SPEC 11).
+    assert runs["full"]["params_with_aux"] > runs["full"]["params"]
+    # Rerunning a finished run does not train again.
+    before = (tmp_path / "full" / "evaluate_metrics.jsonl").read_text()
+    with tfds.testing.mock_data(num_examples=48, policy=tfds.testing.MockPolicy.USE_CODE):
+        again = pipeline.run(config, str(tmp_path / "full"))
+    assert (tmp_path / "full" / "evaluate_metrics.jsonl").read_text() == before
+    assert again["test_accuracy"] == runs["full"]["test_accuracy"]

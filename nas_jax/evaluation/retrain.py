@@ -271,7 +271,8 @@ def retrain(
         "test_accuracy": meta["test_accuracy"],  # the final epoch's, the headline number
         "test_error": None if meta["test_accuracy"] is None else 100.0 - meta["test_accuracy"],
         "test_loss": meta["test_loss"],
-        "test_examples": meta.get("test_examples"),
+        "test_examples": meta.get("test_examples"),  # < test_split_size: eval_batches was set
+        "test_split_size": int(d.test_y.shape[0]),
         "best_test_accuracy": meta["best_test_accuracy"],  # max over epochs: test-set peeking
         "best_epoch": meta["best_epoch"],
         "epochs": ev.epochs,
