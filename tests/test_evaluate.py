@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from test_main import load_config, read_jsonl
 
-from nas_jax import checkpoint, evaluation, genotype, pipeline
+from nas_jax import checkpoint, config_lib, evaluation, genotype, pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201_test_accuracy.csv")
@@ -224,3 +224,96 @@ def test_retrain_resume_equals_uninterrupted_on_mocked_cifar10(
         again = pipeline.run(config, str(tmp_path / "full"))
     assert (tmp_path / "full" / "evaluate_metrics.jsonl").read_text() == before
     assert again["test_accuracy"] == runs["full"]["test_accuracy"]
+
+
+# --------------------------------------------------------------------------------------
+# One command: search -> select -> evaluate
+# --------------------------------------------------------------------------------------
+
+
+def write_full_table(path):
+    """Every NB201 cell with made-up accuracies derived from its index."""
+    import itertools
+
+    from nas_jax import spaces
+
+    lines = ["arch,cifar10,cifar100,ImageNet16-120"]
+    for i, ops in enumerate(itertools.product(spaces.NB201_OPS, repeat=6)):
+        arch = genotype.NB201Genotype(ops).to_text()
+        lines.append(f"{arch},{i % 97 + 0.25},{i % 89 + 0.5},{i % 83 + 0.75}")
+    path.write_text("\n".join(lines) + "\n")
+    return str(path)
+
+
+def test_nb201_search_select_evaluate_in_one_command(tmp_path, no_network, per_item_mock_reads):
+    table = write_full_table(tmp_path / "table.csv")
+    config = load_config("nb201", "smoke")
+    config.stages = ("search", "select", "evaluate")
+    config.select.update(tune_epochs=0, eval_batches=2)
+    config.evaluate.nb201_table = table
+    config.data.data_dir = str(tmp_path / "tfds")
+    workdir = tmp_path / "run"
+    with tfds.testing.mock_data(num_examples=64, policy=tfds.testing.MockPolicy.USE_CODE):
+        result = pipeline.run(config, str(workdir))
+    selected = json.loads((workdir / "genotype.json").read_text())
+    assert len(read_jsonl(workdir / "decisions.jsonl")) == 6  # PT ran
+    assert result == json.loads((workdir / "result.json").read_text())
+    assert result["method"] == "lookup" and result["genotype_text"] == selected["text"]
+    expected = evaluation.load_table(table)[selected["text"]]
+    assert list(result["nb201_test_accuracy"].values()) == list(expected)
+
+
+@pytest.mark.parametrize(
+    "override,message",
+    [
+        ("--config.evaluate.method=best", "evaluate.method='best' is not accepted; accepted: auto"),
+        ("--config.evaluate.sampler=x", "evaluate.sampler='x' is not accepted; accepted: iid"),
+        ("--config.evaluate.C=7", "evaluate.C=7 must be even"),
+        ("--config.evaluate.drop_path_prob=1.0", "drop_path_prob=1.0 must be < 1"),
+    ],
+)
+def test_bad_evaluate_values_fail_before_work(tmp_path, override, message):
+    out = run_main(tmp_path / "w", "--config.genotype=DARTS_V2", override)
+    assert out.returncode == 2, out.stderr[-2000:]
+    assert message in out.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_genotype_with_search_stages_is_rejected():
+    config = load_config("quickstart", "smoke")
+    config.stages = ("search", "evaluate")
+    config.genotype = "DARTS_V2"
+    with pytest.raises(config_lib.ConfigError, match="is for stages=\\('evaluate',\\) only"):
+        pipeline.validate(config)
+
+
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100", "svhn_cropped", "imagenet"])
+def test_protocol_configs_build_with_reference_sizes(dataset):
+    import jax
+    import jax.numpy as jnp
+
+    from nas_jax.evaluation import retrain
+
+    config = load_config("evaluate", f"dataset={dataset}")
+    ev = config.evaluate
+    expected = {  # SPEC 11: DARTS_V2 parameters without the aux head
+        "cifar10": (36, 20, 10, 3_349_342),
+        "cifar100": (16, 8, 100, 269_236),
+        "svhn_cropped": (16, 8, 10, 246_106),
+        "imagenet": (48, 14, 1000, 4_718_752),
+    }[dataset]
+    assert (ev.C, ev.layers) == expected[:2]
+    model = retrain.build_network(genotype.get_genotype("DARTS_V2"), ev, expected[2])
+    size = 224 if dataset == "imagenet" else 32
+    shapes = jax.eval_shape(
+        lambda: model.init(jax.random.key(0), jnp.zeros((1, size, size, 3)), train=True)
+    )
+    assert retrain.count_params(shapes["params"])[0] == expected[3]
+    if dataset == "imagenet":  # SPEC 8.3; running it stops with one clear line
+        assert (ev.lr, ev.batch_size, ev.epochs, ev.label_smoothing) == (0.1, 128, 250, 0.1)
+        config.genotype = "DARTS_V2"
+        with pytest.raises(config_lib.ConfigError, match="input pipeline, which is not impl"):
+            pipeline.validate(config)
+    else:
+        assert (ev.epochs, ev.batch_size, ev.lr, ev.auxiliary_weight) == (600, 96, 0.025, 0.4)
+        pipeline.validate(config)
