@@ -14,7 +14,8 @@ a CPU; imagenet: the 8.3 settings, builds but its input pipeline is not implemen
 method (auto: lookup for NB201 cells when evaluate.nb201_table is set, else retrain;
 lookup; retrain), smoke (tiny network, 2 epochs of 2 steps: for tests).
 Expected: DARTS_V2 on CIFAR-10 ends near 97% test accuracy after 600 epochs (about 1.5
-GPU-days in the reference); a lookup takes a second. Writes W/result.json.
+GPU-days in the reference); dataset=digits (C=8, L=5, 10 epochs) about 45 s on two CPU
+cores, about 87% test accuracy; a lookup takes a second. Writes W/result.json.
 """
 
 from nas_jax import config_lib, evaluation

@@ -145,6 +145,10 @@ def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path):
         json.dumps(result)
     )
 
+    config.genotype = "DARTS_V1"  # another genotype in the same workdir: refused
+    with pytest.raises(config_lib.ConfigError, match="holds a retraining of another genotype"):
+        pipeline.run(config, str(tmp_path / "darts"))
+
     config.genotype = CONV_CELL  # an NB201 cell without a table: retrained (NB201Network)
     result = pipeline.run(config, str(tmp_path / "nb201"))
     assert result["method"] == "retrain" and np.isfinite(result["test_loss"])
@@ -270,10 +274,11 @@ def test_nb201_search_select_evaluate_in_one_command(tmp_path, no_network, per_i
         ("--config.evaluate.sampler=x", "evaluate.sampler='x' is not accepted; accepted: iid"),
         ("--config.evaluate.C=7", "evaluate.C=7 must be even"),
         ("--config.evaluate.drop_path_prob=1.0", "drop_path_prob=1.0 must be < 1"),
+        ("--config.evaluate.auxiliary=True", "digits has 8 px: set --config.evaluate.auxiliary"),
     ],
 )
 def test_bad_evaluate_values_fail_before_work(tmp_path, override, message):
-    out = run_main(tmp_path / "w", "--config.genotype=DARTS_V2", override)
+    out = run_main(tmp_path / "w", "--config.genotype=DARTS_V2", override, arg=":dataset=digits")
     assert out.returncode == 2, out.stderr[-2000:]
     assert message in out.stderr
     assert not (tmp_path / "w").exists()

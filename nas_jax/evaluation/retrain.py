@@ -16,6 +16,7 @@ which are masked out of the loss (they still enter the BN batch statistics).
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import time
@@ -28,7 +29,7 @@ import optax
 
 from nas_jax import config_lib, data, networks
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.genotype import AnyGenotype, NB201Genotype
+from nas_jax.genotype import AnyGenotype, NB201Genotype, save_json
 from nas_jax.init import init_variables
 from nas_jax.reporting import MetricsWriter, Progress, logger
 from nas_jax.search import optim
@@ -107,6 +108,22 @@ def create_state(model, key, sample_x, tx) -> TrainState:
     params = variables["params"]
     return TrainState(jnp.zeros((), jnp.int32), params, variables.get("batch_stats", {}),
                       tx.init(params))  # fmt: skip
+
+
+def _claim_checkpoints(ckpt_dir: str, g: AnyGenotype) -> None:
+    """Records which genotype the checkpoints belong to; refuses to resume another's."""
+    path = os.path.join(ckpt_dir, "genotype.json")
+    if os.path.isfile(path):
+        with open(path) as f:
+            previous = json.load(f)["text"]
+        if previous != g.to_text():
+            raise config_lib.ConfigError(
+                f"{ckpt_dir} holds a retraining of another genotype ({previous}); "
+                "use a fresh workdir"
+            )
+        return
+    os.makedirs(ckpt_dir, exist_ok=True)
+    save_json(g, path)
 
 
 def make_train_step(model, tx, ev, cfg_data, mean, std, num_train: int):
@@ -214,7 +231,9 @@ def retrain(
     sample_x = jnp.zeros((2, *d.train_x.shape[1:]), jnp.float32)
     state = create_state(model, keys.init, sample_x, tx)
     params_no_aux, params_total = count_params(state.params)
-    ckpt = Checkpointer(os.path.join(workdir, "checkpoints_evaluate"))
+    ckpt_dir = os.path.join(workdir, "checkpoints_evaluate")
+    _claim_checkpoints(ckpt_dir, genotype)
+    ckpt = Checkpointer(ckpt_dir)
     meta = {"epoch": 0, "test_accuracy": None, "test_loss": None, "best_test_accuracy": None,
             "best_epoch": None, "train_seconds": 0.0}  # fmt: skip
     if ckpt.latest_step() is not None:

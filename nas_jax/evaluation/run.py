@@ -82,6 +82,7 @@ _PROTOCOLS = {
         label_smoothing=0.1, cutout_length=0,
     ),
 }  # fmt: skip
+_IMAGE_SIZE = {"digits": 8, "imagenet16_120": 16}  # too small for the CIFAR aux head
 SMOKE = dict(C=4, layers=3, nb201_C=4, nb201_cells=1, epochs=2, steps_per_epoch=2,
              batch_size=8, eval_batches=2, checkpoint_every=1)  # fmt: skip
 
@@ -116,6 +117,18 @@ def validate_config(config) -> None:
             "input pipeline, which is not implemented; the network itself builds "
             "(python -m nas_jax.summary --genotype G --imagenet)"
         )
+    if ev.auxiliary and not ev.imagenet and config.data.name in _IMAGE_SIZE:
+        darts_cell = (
+            not isinstance(parse_genotype(config.genotype), NB201Genotype)
+            if config.genotype
+            else config.model.space != "nb201"
+        )
+        if darts_cell and ev.method != "lookup":
+            size = _IMAGE_SIZE[config.data.name]
+            raise config_lib.ConfigError(
+                f"evaluate.auxiliary=True needs images of at least 20 px; {config.data.name} "
+                f"has {size} px: set --config.evaluate.auxiliary=False"
+            )
     searching = {"search", "select"} & set(config.stages)
     if config.genotype and searching:
         raise config_lib.ConfigError(
