@@ -284,11 +284,19 @@ def test_bad_evaluate_values_fail_before_work(tmp_path, override, message):
     assert not (tmp_path / "w").exists()
 
 
-def test_genotype_with_search_stages_is_rejected():
+def test_search_stage_conflicts_are_rejected_before_work():
     config = load_config("quickstart", "smoke")
     config.stages = ("search", "evaluate")
     config.genotype = "DARTS_V2"
     with pytest.raises(config_lib.ConfigError, match="is for stages=\\('evaluate',\\) only"):
+        pipeline.validate(config)
+    config = load_config("darts", "smoke,space=s2")
+    config.stages = ("search", "evaluate")
+    config.evaluate.update(method="lookup", nb201_table=__file__)
+    with pytest.raises(config_lib.ConfigError, match="'lookup' needs NB201 cells; model.space"):
+        pipeline.validate(config)
+    config.evaluate.nb201_table = ""
+    with pytest.raises(config_lib.ConfigError, match="needs --config.evaluate.nb201_table"):
         pipeline.validate(config)
 
 

@@ -117,6 +117,12 @@ def validate_config(config) -> None:
             "input pipeline, which is not implemented; the network itself builds "
             "(python -m nas_jax.summary --genotype G --imagenet)"
         )
+    searching = {"search", "select"} & set(config.stages)
+    if config.genotype and searching:
+        raise config_lib.ConfigError(
+            f"genotype={config.genotype!r} is for stages=('evaluate',) only; with "
+            f"{sorted(searching)} the evaluated genotype is the one the search selects"
+        )
     if ev.auxiliary and not ev.imagenet and config.data.name in _IMAGE_SIZE:
         darts_cell = (
             not isinstance(parse_genotype(config.genotype), NB201Genotype)
@@ -129,25 +135,20 @@ def validate_config(config) -> None:
                 f"evaluate.auxiliary=True needs images of at least 20 px; {config.data.name} "
                 f"has {size} px: set --config.evaluate.auxiliary=False"
             )
-    searching = {"search", "select"} & set(config.stages)
-    if config.genotype and searching:
-        raise config_lib.ConfigError(
-            f"genotype={config.genotype!r} is for stages=('evaluate',) only; with "
-            f"{sorted(searching)} the evaluated genotype is the one the search selects"
-        )
     if ev.nb201_table and ev.nb201_source == "csv":
         table = os.path.expanduser(ev.nb201_table)
         if not os.path.isfile(table):
             raise config_lib.ConfigError(f"evaluate.nb201_table={table!r} does not exist")
-    if config.genotype:
-        g = parse_genotype(config.genotype)
-        method = resolve_method(ev, g)
-        if method == "lookup":
-            lookup.arch_string(g)  # DARTS cell -> one-line BenchmarkError
-            if not ev.nb201_table:
-                raise config_lib.ConfigError(
-                    "evaluate.method='lookup' needs --config.evaluate.nb201_table=PATH"
-                )
+    if ev.method == "lookup" and not ev.nb201_table:
+        raise config_lib.ConfigError(
+            "evaluate.method='lookup' needs --config.evaluate.nb201_table=PATH"
+        )
+    if ev.method == "lookup" and searching and config.model.space != "nb201":
+        raise config_lib.ConfigError(
+            f"evaluate.method='lookup' needs NB201 cells; model.space={config.model.space!r}"
+        )
+    if config.genotype and resolve_method(ev, parse_genotype(config.genotype)) == "lookup":
+        lookup.arch_string(parse_genotype(config.genotype))  # a DARTS cell: BenchmarkError
 
 
 def parse_genotype(spec: str) -> AnyGenotype:
