@@ -9,6 +9,9 @@ seconds per epoch (ceil(50,000 / batch) = 521 steps at batch 96) and per run.
     PYTHONPATH=. /work/venv/bin/python experiments/bench_retrain.py               # full size
     PYTHONPATH=. /work/venv/bin/python experiments/bench_retrain.py --C 8 --layers 5 \
         --batch 16 --steps 3                                                     # a quick look
+
+Measured (2 shared CPU cores, XLA:CPU): C=16 L=8 batch 32, compile 40 s, 1.07 s/step;
+C=8 L=5 batch 16, compile 27 s, 0.17 s/step. The full size was not run on CPU.
 """
 
 from __future__ import annotations

@@ -77,6 +77,12 @@ def test_lookup_reads_the_row_of_the_cell(tmp_path):
     genotype.save_json(genotype.get_genotype(CONV_CELL), path, method="pt")
     config.genotype = path
     assert pipeline.run(config, str(tmp_path / "w2"))["test_accuracy"] == 70.5
+    # No --config.genotype: the workdir's genotype.json (as left by search/select).
+    workdir = tmp_path / "w3"
+    workdir.mkdir()
+    genotype.save_json(genotype.get_genotype(CONV_CELL), str(workdir / "genotype.json"))
+    config.genotype = ""
+    assert pipeline.run(config, str(workdir))["genotype_text"] == CONV_CELL
 
 
 @pytest.mark.parametrize(
