@@ -12,7 +12,7 @@ few steps: for tests). Stages default to search then select.
 TFDS datasets must be prepared in --config.data.data_dir (array_record format).
 """
 
-from nas_jax import config_lib
+from nas_jax import config_lib, evaluation
 
 
 def get_config(arg=None):
@@ -25,6 +25,7 @@ def get_config(arg=None):
     c.model.space = a.space
     c.search.update(method=a.method, epochs=50, checkpoint_every=10)
     c.select.method = a.select
+    c.evaluate.update(evaluation.protocol(a.dataset, a.smoke))  # when stages include evaluate
     if a.smoke:
         c.model.update(C=4, layers=3)
         c.data.update(batch_size=8, eval_batches=2)

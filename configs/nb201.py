@@ -7,7 +7,7 @@ darts_2nd, darts_2nd_fd, sdarts_rs, sdarts_adv, fixed_alpha), select (pt, pt_mag
 magnitude; default pt), smoke (tests). Stages default to search then select.
 """
 
-from nas_jax import config_lib
+from nas_jax import config_lib, evaluation
 
 
 def get_config(arg=None):
@@ -20,6 +20,7 @@ def get_config(arg=None):
     c.model.update(space="nb201", C=16, nb201_cells=5)
     c.search.update(method=a.method, epochs=100, checkpoint_every=20)
     c.select.method = a.select
+    c.evaluate.update(evaluation.protocol(a.dataset, a.smoke))  # when stages include evaluate
     if a.smoke:
         c.model.update(C=4, nb201_cells=1)
         c.data.update(batch_size=8, eval_batches=2)

@@ -9,7 +9,7 @@ Args (comma separated after ':'): `smoke` (a few steps, for tests), `space=NAME`
 checkpoints/, decisions.jsonl, genotype.json, genotype_magnitude.json and cells.png.
 """
 
-from nas_jax import config_lib
+from nas_jax import config_lib, evaluation
 
 
 def get_config(arg=None):
@@ -20,6 +20,7 @@ def get_config(arg=None):
     c.model.update(space=a.space, C=8, layers=5, nb201_cells=1)
     c.search.update(epochs=10, checkpoint_every=5)
     c.select.method = a.select
+    c.evaluate.update(evaluation.protocol("digits", a.smoke))  # when stages include evaluate
     if a.smoke:
         c.model.update(C=4, layers=3)
         c.data.update(batch_size=16, eval_batches=2)

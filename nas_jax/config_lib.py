@@ -54,6 +54,9 @@ def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
     c.seed = 2
     c.stages = ("search", "select")  # the paper's method: search, then PT selection
+    # The genotype that stages=('evaluate',) evaluates: a registered name, a genotype.json
+    # path or a text form; '' = the workdir's genotype.json (written by search/select).
+    c.genotype = ""
     c.log_every_seconds = 10.0
     # XLA's persistent compilation cache: a resumed or repeated run skips recompiling
     # (minutes for the DARTS supernets on CPU). Empty string = off.
@@ -95,4 +98,7 @@ def base_config() -> ml_collections.ConfigDict:
     from nas_jax.selection.run import default_config as select_defaults  # no import cycle
 
     c.select = select_defaults()  # used when 'select' is in stages (SPEC 7)
+    from nas_jax.evaluation.run import default_config as evaluate_defaults
+
+    c.evaluate = evaluate_defaults()  # used when 'evaluate' is in stages (SPEC 8)
     return c

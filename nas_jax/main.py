@@ -22,16 +22,16 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from nas_jax import pipeline, reporting  # after flag parsing: keeps --help fast
+    from nas_jax import evaluation, pipeline, reporting  # after flag parsing: fast --help
 
     reporting.setup_logging()
 
     try:
         pipeline.validate(_CONFIG.value)
-    except config_lib.ConfigError as e:
+        pipeline.run(_CONFIG.value, _WORKDIR.value)
+    except (config_lib.ConfigError, evaluation.BenchmarkError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    pipeline.run(_CONFIG.value, _WORKDIR.value)
 
 
 if __name__ == "__main__":

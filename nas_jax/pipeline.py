@@ -1,4 +1,4 @@
-"""Runs the stages a config lists (search, then later select and evaluate)."""
+"""Runs the stages a config lists: search, select, evaluate (in that order)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ import os
 
 import jax
 
-from nas_jax import arch, config_lib, data, genotype, selection, spaces
+from nas_jax import arch, config_lib, data, evaluation, genotype, selection, spaces
 from nas_jax.reporting import logger, write_json
 from nas_jax.search import loop, methods
 
-STAGES = ("search", "select")
+STAGES = ("search", "select", "evaluate")
 
 
 def validate(config) -> None:
@@ -24,6 +24,8 @@ def validate(config) -> None:
         chk("stages", st, STAGES)
     if list(stages) != sorted(stages, key=STAGES.index):
         raise config_lib.ConfigError(f"stages={stages} must follow the order {STAGES}")
+    if "evaluate" in stages:
+        evaluation.validate_config(config)
     chk("data.name", config.data.name, data.LOADERS)
     chk("data.sampler", config.data.sampler, data.SAMPLERS)
     chk("model.space", config.model.space, spaces.SPACES)
@@ -45,13 +47,27 @@ def validate(config) -> None:
         raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
 
 
-def run(config, workdir: str) -> None:
+def run(config, workdir: str) -> dict | None:
+    """Runs the stages; returns result.json's content when 'evaluate' ran."""
     validate(config)
+    searching = bool({"search", "select"} & set(config.stages))
+    # Evaluating alone: the genotype must exist before anything is written.
+    g = None if searching else evaluation.resolve_genotype(config, workdir)
     if config.xla_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.xla_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     os.makedirs(workdir, exist_ok=True)
     write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    if searching:
+        _search_and_select(config, workdir)
+    if "evaluate" in config.stages:
+        return evaluation.run_evaluate(
+            config, workdir, g or evaluation.resolve_genotype(config, workdir)
+        )
+    return None
+
+
+def _search_and_select(config, workdir: str) -> None:
     # A finished search is restored, not redone ('select' alone needs a searched supernet).
     state, setup, search_data = loop.run_search(config, workdir)
     if "select" in config.stages:

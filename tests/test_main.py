@@ -181,7 +181,7 @@ def test_config_families_smoke_search_and_select_on_mocked_cifar10(
         ("--config.model.space=s9", "model.space='s9' is not accepted; accepted: s1, s2"),
         ("--config.search.method=gdas", "search.method='gdas' is not accepted; accepted:"),
         ("--config.data.name=mnist", "data.name='mnist' is not accepted; accepted: digits"),
-        ("--config.stages=('evaluate',)", "stages='evaluate' is not accepted"),
+        ("--config.stages=('evaluation',)", "stages='evaluation' is not accepted"),
     ],
 )
 def test_bad_config_values_fail_before_work(tmp_path, override, message):
