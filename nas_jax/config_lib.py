@@ -58,6 +58,9 @@ def base_config() -> ml_collections.ConfigDict:
     # path or a text form; '' = the workdir's genotype.json (written by search/select).
     c.genotype = ""
     c.log_every_seconds = 10.0
+    # Mixed precision (nas_jax/precision.py): 'bfloat16' computes the networks in bfloat16
+    # with float32 parameters, optimizer state, BN statistics and loss (accelerators).
+    c.compute_dtype = "float32"
     # XLA's persistent compilation cache: a resumed or repeated run skips recompiling
     # (minutes for the DARTS supernets on CPU). Empty string = off.
     c.xla_cache_dir = "~/.cache/nas_jax/xla"

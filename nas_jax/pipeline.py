@@ -7,7 +7,7 @@ import os
 
 import jax
 
-from nas_jax import arch, config_lib, data, evaluation, genotype, selection, spaces
+from nas_jax import arch, config_lib, data, evaluation, genotype, precision, selection, spaces
 from nas_jax.reporting import logger, write_json
 from nas_jax.search import loop, methods
 
@@ -29,6 +29,7 @@ def validate(config) -> None:
     chk("data.name", config.data.name, data.LOADERS)
     chk("data.sampler", config.data.sampler, data.SAMPLERS)
     chk("model.space", config.model.space, spaces.SPACES)
+    chk("compute_dtype", config.compute_dtype, precision.DTYPES)
     chk("search.method", config.search.method, methods.METHODS)
     chk("search.sdarts_noise", config.search.sdarts_noise, ("uniform", "gaussian"))
     if config.data.name == "image_folder" and not config.data.folder:

@@ -27,7 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax import config_lib, data, networks
+from nas_jax import config_lib, data, networks, precision
 from nas_jax.checkpoint import Checkpointer
 from nas_jax.genotype import AnyGenotype, NB201Genotype, save_json
 from nas_jax.init import init_variables
@@ -220,7 +220,9 @@ def retrain(
             f"evaluate.auxiliary=True needs images of at least 20 px (the aux head pools 5x5 "
             f"at 1/4 resolution); {config.data.name} has {d.train_x.shape[1]} px"
         )
-    model = build_network(genotype, ev, d.num_classes)
+    model = precision.with_compute_dtype(
+        build_network(genotype, ev, d.num_classes), config.compute_dtype
+    )
     num_train = int(d.train_y.shape[0])
     spe = ev.steps_per_epoch or data.steps_per_epoch(num_train, ev.batch_size)
     total_steps = spe * ev.epochs

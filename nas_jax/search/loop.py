@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax import arch, data, genotype, spaces, supernet
+from nas_jax import arch, data, genotype, precision, spaces, supernet
 from nas_jax.checkpoint import Checkpointer
 from nas_jax.reporting import MetricsWriter, Progress, logger
 from nas_jax.search import methods, optim
@@ -81,6 +81,7 @@ def make_setup(config, search_data: SearchData) -> SearchSetup:
         num_classes=search_data.num_classes,
         nb201_cells=config.model.nb201_cells,
     )
+    model = precision.with_compute_dtype(model, config.compute_dtype)
     s = config.search
     n_train = int(search_data.train_y.shape[0])
     spe = s.steps_per_epoch or data.steps_per_epoch(n_train, config.data.batch_size)
