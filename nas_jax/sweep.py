@@ -72,14 +72,18 @@ def members(config, workdir: str) -> list[Member]:
     return out
 
 
+@jax.jit
 def stack(trees: list):
     """Trees of equal structure -> one tree with a leading axis of len(trees)."""
     return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
 
 
-def take(tree, k: int):
-    """Member k's slice of a stacked tree."""
-    return jax.tree.map(lambda x: x[k], tree)
+@jax.jit
+def unstack(tree) -> list:
+    """A stacked tree -> the list of its members' trees (one jitted call: slicing leaf by
+    leaf eagerly costs a dispatch, and on first use a compilation, per leaf)."""
+    k = jax.tree.leaves(tree)[0].shape[0]
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(k)]
 
 
 def _restore_common(ckpts: list[Checkpointer], fresh: list) -> tuple[list, int]:
@@ -145,9 +149,10 @@ def run_search_sweep(config, sweep: list[Member], search_data: loop.SearchData |
             step += 1
             progress.maybe_report(step, {"epoch": epoch})
         seconds = time.time() - t0  # the whole sweep's epoch time, in every member's record
+        states, member_sums = unstack(state_K), unstack(sums_K)
         accs = []
         for m, keys, writer in zip(sweep, member_keys, writers, strict=True):
-            state, sums = take(state_K, m.index), take(sums_K, m.index)
+            state, sums = states[m.index], member_sums[m.index]
             try:
                 loop.check_finite(sums, epoch, step)
             except FloatingPointError as e:
@@ -162,11 +167,11 @@ def run_search_sweep(config, sweep: list[Member], search_data: loop.SearchData |
         report = {"epoch": epoch, "valid_acc_mean": float(np.mean(accs))}
         progress.maybe_report(step, {**report, "valid_acc_min": min(accs)}, force=True)
         if epoch + 1 == s.epochs or (epoch + 1) % s.checkpoint_every == 0:
-            for m, ckpt in zip(sweep, ckpts, strict=True):
-                ckpt.save(step, take(state_K, m.index), {"epoch": epoch + 1, "stage": "search"})
+            for ckpt, state in zip(ckpts, states, strict=True):
+                ckpt.save(step, state, {"epoch": epoch + 1, "stage": "search"})
     for closable in (*writers, *ckpts):
         closable.close()
-    return [take(state_K, m.index) for m in sweep], setup, search_data
+    return unstack(state_K), setup, search_data
 
 
 def _read_json(path: str) -> dict | None:

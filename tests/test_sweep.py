@@ -129,6 +129,7 @@ def test_evaluate_alone_on_a_sweep_reads_each_seeds_genotype(sweep, tmp_path):
     assert pipeline.run(config, str(copy)) == summary
 
 
+@pytest.mark.slow  # two more K=4 sweeps: ~100 s on 2 cores
 def test_interrupted_sweep_resumes_to_the_uninterrupted_result(
     sweep, mocked_cifar10, table, tmp_path, monkeypatch
 ):
