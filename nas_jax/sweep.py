@@ -17,9 +17,13 @@ member's PT schedule makes other decisions (other edge order, other choices), so
 control flow differs per seed; the members share shapes, so XLA's compilation cache
 serves the later members' programs.
 
-Numerics: a vmapped step is another XLA program than the single step (batched convs become
-grouped convs), so member k matches the single run of seed + k to float rounding, not
-bit for bit (tests/test_sweep.py checks the genotype exactly and the weights to 1e-5).
+Numerics: a vmapped step is another XLA program than the single step (per-seed kernels make
+batched convolutions), so member k matches the single run of seed + k to float rounding,
+not bit for bit: after the NB201 smoke search the weights differ by at most 3e-7 and the
+genotypes, PT decisions and lookups are equal (tests/test_sweep.py).
+
+`stages=('evaluate',)` with num_seeds=K evaluates each member's genotype.json or, with
+config.genotype set, retrains that one genotype with K seeds (seed after seed).
 
 Resume: the sweep restarts from the latest search checkpoint that every member has (a
 kill between two members' saves leaves them one checkpoint apart) and deletes later ones.
@@ -43,9 +47,9 @@ from nas_jax.reporting import MetricsWriter, Progress, logger, write_json
 from nas_jax.search import loop, methods
 
 # Per-run bookkeeping that is the same for every seed or is not a result.
-_NOT_RESULTS = frozenset(
-    {"epoch", "step", "seconds", "lr", "epsilon", "wall_seconds", "epochs", "test_examples"}
-)
+_NOT_RESULTS = frozenset({"epoch", "step", "seconds", "lr", "epsilon", "wall_seconds",
+                          "train_seconds", "epochs", "steps", "test_examples",
+                          "test_split_size"})  # fmt: skip
 
 
 class Member(NamedTuple):
@@ -215,7 +219,8 @@ def member_result(m: Member, workdir: str) -> dict:
     if last is not None:
         run["search"] = {k: v for k, v in _numbers(last).items() if "." not in k}
     result = _read_json(os.path.join(m.workdir, "result.json"))
-    if result is not None:
+    if result is not None:  # the evaluated genotype (config.genotype when given)
+        run["genotype"] = result["genotype_text"]
         run["evaluate"] = _numbers({k: v for k, v in result.items() if k != "genotype"})
     return run
 

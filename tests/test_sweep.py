@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 from tensorflow_datasets.core.data_sources import array_record
-from test_evaluate import write_full_table
+from test_evaluate import ALL_SKIP, write_full_table
 from test_main import ROOT, _state_leaves, load_config, read_jsonl
 
 from nas_jax import checkpoint, config_lib, pipeline
@@ -104,7 +104,7 @@ def test_sweep_member_equals_the_single_run_of_its_seed(sweep, mocked_cifar10, t
         assert a["genotype"] == b["genotype"]
         np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
         np.testing.assert_allclose(a["valid_eval_loss"], b["valid_eval_loss"], rtol=1e-5)
-    # The vmapped step is another XLA program (grouped convs): equal to float rounding.
+    # The vmapped step is another XLA program: equal to float rounding (max 3e-7 measured).
     leaves_member, meta_member = _state_leaves(str(member), single)
     leaves_single, meta_single = _state_leaves(str(tmp_path), single)
     assert meta_member == meta_single
@@ -127,6 +127,20 @@ def test_evaluate_alone_on_a_sweep_reads_each_seeds_genotype(sweep, tmp_path):
     config = config.copy_and_resolve_references()
     config.stages = ("evaluate",)
     assert pipeline.run(config, str(copy)) == summary
+
+
+def test_evaluate_alone_with_a_given_genotype_evaluates_it_once_per_seed(table, tmp_path):
+    config = load_config("evaluate")
+    config.update_from_flattened_dict(
+        {"genotype": ALL_SKIP, "evaluate.nb201_table": table, "num_seeds": 2}
+    )
+    summary = pipeline.run(config, str(tmp_path))
+    assert [r["genotype"] for r in summary["runs"]] == [ALL_SKIP] * 2
+    for k in range(2):
+        result = json.loads((tmp_path / f"seed_{k}" / "result.json").read_text())
+        assert result["genotype_text"] == ALL_SKIP
+    assert summary["std"]["evaluate.test_accuracy"] == 0.0  # a lookup does not depend on seed
+    assert summary["genotype_counts"] == {ALL_SKIP: 2}
 
 
 @pytest.mark.slow  # two more K=4 sweeps: ~100 s on 2 cores
