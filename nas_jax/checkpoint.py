@@ -44,5 +44,11 @@ class Checkpointer:
         restored = self._manager.restore(step, args=args)
         return restored.state, restored.meta
 
+    def delete_after(self, step: int) -> None:
+        """Deletes the checkpoints of later steps (work that a resume will redo)."""
+        for s in self.all_steps():
+            if s > step:
+                self._manager.delete(s)
+
     def close(self) -> None:
         self._manager.close()

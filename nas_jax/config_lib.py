@@ -53,6 +53,9 @@ def base_config() -> ml_collections.ConfigDict:
     """Reference hyper-parameters (SPEC 6, 15); config files override what differs."""
     c = ml_collections.ConfigDict()
     c.seed = 2
+    # K > 1: K independent searches and selections in one program (nas_jax/sweep.py): seed
+    # k = seed + k, one workdir subfolder seed_<k>/ each, summary.json with mean and std.
+    c.num_seeds = 1
     c.stages = ("search", "select")  # the paper's method: search, then PT selection
     # The genotype that stages=('evaluate',) evaluates: a registered name, a genotype.json
     # path or a text form; '' = the workdir's genotype.json (written by search/select).

@@ -3,6 +3,8 @@ r"""Entry point.
   python -m nas_jax.main --config configs/quickstart.py --workdir /tmp/nas_jax_quickstart
   python -m nas_jax.main --config configs/darts.py:space=s5,dataset=cifar10 --workdir W \
       --config.search.epochs=50
+  python -m nas_jax.main --config configs/nb201.py --workdir W --config.num_seeds=4  # seeds
+      0-3 in one program: W/seed_<k>/ (single-run workdirs) and W/summary.json
 
 Rerunning the same command on the same workdir resumes from the latest checkpoint.
 """

@@ -210,32 +210,21 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
     step = start_step
     for epoch in range(start_epoch, s.epochs):
         t0 = time.time()
-        epsilon = jnp.float32(s.epsilon_min + (s.epsilon_max - s.epsilon_min) * epoch / s.epochs)
-        cutout_prob = jnp.float32(config.data.cutout_prob * epoch / max(s.epochs - 1, 1))
+        epsilon, cutout_prob = epoch_inputs(config, epoch)
         sums = None
         for _ in range(setup.steps_per_epoch):
             state, step_metrics = train_step(state, search_data, keys, epsilon, cutout_prob)
             sums = step_metrics if sums is None else jax.tree.map(jnp.add, sums, step_metrics)
             step += 1
             progress.maybe_report(step, {"epoch": epoch})
-        _check_finite(sums, epoch, step)
-        record = {"epoch": epoch, "step": int(state.step), "seconds": time.time() - t0}
-        for k, v in sums.items():  # epoch means; accuracies in percent like the reference
-            record[k] = float(v) / setup.steps_per_epoch * (100.0 if k.endswith("_acc") else 1.0)
-        record["lr"] = float(setup.schedule(epoch * setup.steps_per_epoch))
-        record["epsilon"] = float(epsilon)
-        ev = evaluate(state, search_data.valid_x, search_data.valid_y,
-                      jax.random.fold_in(keys.eval, epoch), config.data.eval_batches)  # fmt: skip
-        record.update({f"valid_eval_{k}": v for k, v in ev.items()})
-        weights = arch.mixing_weights(state.arch)
-        record["alphas_softmax"] = {t: np.asarray(w).round(5).tolist() for t, w in weights.items()}
-        record["genotype"] = genotype.derive_genotype(setup.space, weights).to_text()
+        check_finite(sums, epoch, step)
+        record = epoch_record(
+            state, sums, epoch, epsilon, time.time() - t0,
+            setup=setup, config=config, evaluate=evaluate, search_data=search_data, keys=keys,
+        )  # fmt: skip
         metrics.write(int(state.step), record)
-        progress.maybe_report(
-            step,
-            {"epoch": epoch, "train_loss": record["train_loss"], "valid_acc": ev["acc"]},
-            force=True,
-        )
+        report = {"epoch": epoch, "train_loss": record["train_loss"]}
+        progress.maybe_report(step, {**report, "valid_acc": record["valid_eval_acc"]}, force=True)
         last = epoch + 1 == s.epochs
         if last or (epoch + 1) % s.checkpoint_every == 0:
             ckpt.save(int(state.step), state, {"epoch": epoch + 1, "stage": "search"})
@@ -244,7 +233,33 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
     return state, setup, search_data
 
 
-def _check_finite(sums, epoch, step):
+def epoch_inputs(config, epoch: int) -> tuple[jax.Array, jax.Array]:
+    """(SDARTS epsilon, cutout probability) of an epoch: both ramp over the search."""
+    s = config.search
+    epsilon = jnp.float32(s.epsilon_min + (s.epsilon_max - s.epsilon_min) * epoch / s.epochs)
+    cutout_prob = jnp.float32(config.data.cutout_prob * epoch / max(s.epochs - 1, 1))
+    return epsilon, cutout_prob
+
+
+def epoch_record(state, sums, epoch: int, epsilon, seconds: float, *, setup: SearchSetup, config,
+                 evaluate, search_data: SearchData, keys: RunKeys) -> dict:  # fmt: skip
+    """The metrics.jsonl record of a finished epoch: step-metric means, eval-mode valid
+    loss/accuracy, softmax(alpha) and the magnitude genotype."""
+    record = {"epoch": epoch, "step": int(state.step), "seconds": seconds}
+    for k, v in sums.items():  # epoch means; accuracies in percent like the reference
+        record[k] = float(v) / setup.steps_per_epoch * (100.0 if k.endswith("_acc") else 1.0)
+    record["lr"] = float(setup.schedule(epoch * setup.steps_per_epoch))
+    record["epsilon"] = float(epsilon)
+    ev = evaluate(state, search_data.valid_x, search_data.valid_y,
+                  jax.random.fold_in(keys.eval, epoch), config.data.eval_batches)  # fmt: skip
+    record.update({f"valid_eval_{k}": v for k, v in ev.items()})
+    weights = arch.mixing_weights(state.arch)
+    record["alphas_softmax"] = {t: np.asarray(w).round(5).tolist() for t, w in weights.items()}
+    record["genotype"] = genotype.derive_genotype(setup.space, weights).to_text()
+    return record
+
+
+def check_finite(sums, epoch, step):
     bad = [k for k, v in sums.items() if not math.isfinite(float(v))]
     if bad:
         raise FloatingPointError(f"Non-finite {', '.join(bad)} in epoch {epoch} (by step {step})")

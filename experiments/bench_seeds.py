@@ -1,0 +1,115 @@
+"""Time the search step of a seed sweep (nas_jax/sweep.py): K seeds in one vmapped step
+vs K separate runs of the plain step, on the current backend.
+
+Rows: 'single' is the jitted step of a single run (loop.run_search); 'vmap K=k' is the
+sweep's `jit(vmap(step))` over k stacked states. Columns: first call (trace + compile +
+one step) in seconds, median ms per step after that, ms per seed-step, and the cost of
+the K-seed step relative to K single steps (< 1: the sweep is cheaper than K runs).
+NB201 supernet, DARTS first order, synthetic uint8 data: compute only.
+
+Measured at the defaults on a shared 2-core CPU (load ~5; XLA:CPU, jax 0.10.2):
+  mode        first s   ms/step  ms/seed-step  vs K x single
+  single        38.25     143.7         143.7           1.00
+  vmap K=1      56.48     138.9         138.9           0.97
+  vmap K=4      71.37    1156.0         289.0           2.01
+On XLA:CPU the K=4 step costs twice K single steps: the model step itself (data drawing
+and augmentation are < 1 ms) runs 1.8x slower per seed when vmapped, most likely the
+per-seed convolution kernels that vmap turns into grouped convolutions. The sweep pays
+off where a single run leaves the accelerator idle; not yet measured on one.
+
+    PYTHONPATH=. /work/venv/bin/python experiments/bench_seeds.py          # ~2 min on CPU
+    PYTHONPATH=. /work/venv/bin/python experiments/bench_seeds.py --C 16 --cells 5 \
+        --batch 64 --image 32 --ks 1,4,8                                  # accelerator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--C", type=int, default=8)
+    p.add_argument("--cells", type=int, default=1, help="NB201 cells per stage")
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--image", type=int, default=16)
+    p.add_argument("--method", default="darts")
+    p.add_argument("--ks", default="1,4", help="seed counts to time with vmap")
+    p.add_argument("--steps", type=int, default=5, help="timed steps after the first call")
+    p.add_argument("--json", default="")
+    a = p.parse_args()
+
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from nas_jax import config_lib, sweep
+    from nas_jax.search import loop, methods
+
+    config = config_lib.base_config()
+    config.model.update(space="nb201", C=a.C, nb201_cells=a.cells)
+    config.data.update(batch_size=a.batch, pad=a.image // 8)
+    config.search.update(method=a.method, steps_per_epoch=100, epochs=10)
+    rng = np.random.default_rng(0)
+    n = 4 * a.batch
+    x = lambda: jnp.asarray(rng.integers(0, 256, (n, a.image, a.image, 3), dtype=np.uint8))
+    y = lambda: jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
+    sd = loop.SearchData(x(), y(), x(), y(), (0.5,) * 3, (0.25,) * 3, 10)
+    setup = loop.make_setup(config, sd)
+    step_fn = loop.make_train_step(setup, config, sd.mean, sd.std)
+    epsilon, cutout_prob = loop.epoch_inputs(config, 0)
+    sample_x = jnp.zeros((2, a.image, a.image, 3))
+
+    def states_and_keys(k):
+        keys = [loop.RunKeys.from_seed(s) for s in range(k)]
+        states = [
+            methods.create_search_state(
+                setup.model, rk.init, sample_x, setup.space, setup.weight_tx, setup.arch_tx
+            )
+            for rk in keys
+        ]
+        return states, keys
+
+    def time_steps(fn, state, keys):
+        t0 = time.perf_counter()
+        state, m = fn(state, sd, keys, epsilon, cutout_prob)
+        jax.block_until_ready((state, m))
+        first = time.perf_counter() - t0
+        runs = []
+        for _ in range(a.steps):
+            t0 = time.perf_counter()
+            state, m = fn(state, sd, keys, epsilon, cutout_prob)
+            jax.block_until_ready((state, m))
+            runs.append(time.perf_counter() - t0)
+        return first, 1e3 * statistics.median(runs)
+
+    rows = []
+    (state,), (keys,) = states_and_keys(1)
+    first, ms = time_steps(jax.jit(step_fn, donate_argnums=0), state, keys)
+    single_ms = ms
+    rows.append({"mode": "single", "K": 1, "first_s": first, "ms_step": ms})
+    for k in (int(s) for s in a.ks.split(",")):
+        states, keys = states_and_keys(k)
+        fn = jax.jit(jax.vmap(step_fn, in_axes=(0, None, 0, None, None)), donate_argnums=0)
+        first, ms = time_steps(fn, sweep.stack(states), sweep.stack(keys))
+        rows.append({"mode": f"vmap K={k}", "K": k, "first_s": first, "ms_step": ms})
+    for r in rows:
+        r["ms_seed_step"] = r["ms_step"] / r["K"]
+        r["vs_K_single"] = r["ms_step"] / (r["K"] * single_ms)
+
+    print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); NB201 C={a.C} "
+          f"cells={a.cells} batch={a.batch} image={a.image} method={a.method}")  # fmt: skip
+    print(f"{'mode':<10} {'first s':>8} {'ms/step':>9} {'ms/seed-step':>13} {'vs K x single':>14}")
+    for r in rows:
+        print(f"{r['mode']:<10} {r['first_s']:>8.2f} {r['ms_step']:>9.1f} "
+              f"{r['ms_seed_step']:>13.1f} {r['vs_K_single']:>14.2f}")  # fmt: skip
+    if a.json:
+        with open(a.json, "w") as f:
+            json.dump({"args": vars(a), "rows": rows}, f, indent=2)
+
+
+if __name__ == "__main__":
+    main()
