@@ -24,8 +24,8 @@
 # logs, summary.txt, bench.txt/json, pipeline/result.json; with $OUT set (the device tool)
 # a tarball of it and the main files are copied there too. Exit status 0 when every step
 # passed. Environment: PYTHON (python3), GPU_CHECK_BUDGET (seconds, 470), GPU_CHECK_T_TESTS
-# (100), GPU_CHECK_T_BENCH (150), GPU_CHECK_CARRY (.gpu_carry), GPU_CHECK_WORK (scratch),
-# GPU_CHECK_DRY_RUN=1 (= --dry-run).
+# (100), GPU_CHECK_T_BENCH (150), GPU_CHECK_CARRY (.gpu_carry), GPU_CHECK_WORK (scratch:
+# a new temporary folder), GPU_CHECK_EPOCHS, GPU_CHECK_TESTS, GPU_CHECK_DRY_RUN=1.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -33,7 +33,7 @@ DRY=${GPU_CHECK_DRY_RUN:-0}
 for arg in "$@"; do
   case $arg in
     --dry-run) DRY=1 ;;
-    -h | --help) sed -n '2,30p' "$0"; exit 0 ;;
+    -h | --help) sed -n '2,/^set -uo/{/^#/p}' "$0"; exit 0 ;;
     *) echo "unknown argument: $arg (accepted: --dry-run)" >&2; exit 2 ;;
   esac
 done
@@ -42,7 +42,7 @@ CARRY=${GPU_CHECK_CARRY:-.gpu_carry}
 BUDGET=${GPU_CHECK_BUDGET:-470}
 T_TESTS=${GPU_CHECK_T_TESTS:-100}
 T_BENCH=${GPU_CHECK_T_BENCH:-150}
-WORK=${GPU_CHECK_WORK:-${TMPDIR:-/tmp}/nas_jax_gpu_check}
+WORK=${GPU_CHECK_WORK:-$(mktemp -d "${TMPDIR:-/tmp}/nas_jax_gpu_check.XXXXXX")}
 START=$SECONDS
 left() { echo $((BUDGET - (SECONDS - START))); }
 
@@ -54,7 +54,7 @@ else
 fi
 RES=${GPU_CHECK_RESULTS:-experiments/results/${CARD}_$(date -u +%Y-%m-%d_%H%M)}
 mkdir -p "$RES" && RES=$(cd "$RES" && pwd)
-rm -rf "$WORK" && mkdir -p "$WORK"
+mkdir -p "$WORK"
 SUMMARY=$RES/summary.txt
 : >"$SUMMARY"
 FAILED=0
@@ -201,6 +201,7 @@ fi
 
 # --- results -------------------------------------------------------------------------
 echo "total $((SECONDS - START))s of ${BUDGET}s; failed steps: $FAILED" | tee -a "$SUMMARY"
+sed -n '/^nas_jax.bench on/,$p' "$RES/bench.txt" 2>/dev/null
 if [[ -n ${OUT:-} && -d ${OUT:-} ]]; then
   tar -czf "$OUT/results.tar.gz" -C "$(dirname "$RES")" "$(basename "$RES")"
   for f in summary.txt bench.txt bench.json tests.log pipeline.log pipeline/result.json; do

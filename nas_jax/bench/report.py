@@ -132,7 +132,8 @@ NOTES = """\
 ms/step: median milliseconds per unit of work (score_*: the whole pass over the batches).
 vs ref = reference seconds / these; the reference is PyTorch on 2 CPU threads (scoring: its
 one-batch time x batches). GFLOP per unit of work from XLA's cost analysis; '~' = estimated
-from the reference's forward. % peak: of the device's dense float32 peak, where known."""
+from the reference's forward (NB201 31.2, s5 38.4 GFLOP at its sizes: compare fwd_masked).
+% peak: of the device's dense float32 peak, where known."""
 
 
 def _fmt(value, spec: str, width: int) -> str:
@@ -144,7 +145,7 @@ def _fmt(value, spec: str, width: int) -> str:
 def format_table(rows: list[Row]) -> str:
     lines = [
         f"{'space':<9}{'case':<14}{'ms/step':>10}{'img/s':>9}{'compile s':>10}{'peak MB':>9}"
-        f"{'GFLOP':>8} {'TFLOP/s':>9}{'% peak':>8}{'ref ms':>9}{'vs ref':>8}  CPU target"
+        f"{'GFLOP':>9} {'TFLOP/s':>9}{'% peak':>8}{'ref ms':>9}{'vs ref':>8}  CPU target"
     ]
     for r in rows:
         if r.error:
@@ -156,7 +157,7 @@ def format_table(rows: list[Row]) -> str:
         if r.cpu_target:
             met = "met" if r.vs_ref >= r.cpu_target else "not met"
             target = f">= {r.cpu_target:g}x {met}" + ("" if r.backend == "cpu" else " (not CPU)")
-        gflop = _fmt(r.gflop, ".4g", 8) + ("~" if r.flops_source == "reference_estimate" else " ")
+        gflop = _fmt(r.gflop, ".4g", 9) + ("~" if r.flops_source == "reference_estimate" else " ")
         lines.append(
             f"{r.space:<9}{r.case:<14}{_fmt(r.ms, '.1f', 10)}{_fmt(r.images_per_s, '.0f', 9)}"
             f"{_fmt(r.compile_s, '.1f', 10)}{_fmt(mem, '.0f', 9)}{gflop}"
