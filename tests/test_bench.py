@@ -58,8 +58,9 @@ def test_device_peaks():
     assert report.device_peak_tflops("cpu") is None
 
 
-def test_unknown_case_is_one_clear_error():
-    cmd = [sys.executable, "-m", "nas_jax.bench", "--cases", "nope"]
+@pytest.mark.parametrize("flag", ["--cases", "--spaces"])
+def test_unknown_name_is_one_clear_error(flag):
+    cmd = [sys.executable, "-m", "nas_jax.bench", flag, "nope"]
     env = dict(os.environ, PYTHONPATH=ROOT)
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
-    assert proc.returncode == 2 and "unknown case(s) ['nope']" in proc.stderr
+    assert proc.returncode == 2 and "(s) ['nope']; accepted:" in proc.stderr

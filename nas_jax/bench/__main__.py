@@ -33,6 +33,9 @@ import sys
 import tempfile
 import time
 
+import jax  # only its version here: the backend starts in the rows' processes
+
+from nas_jax import spaces
 from nas_jax.bench import cases as cases_lib
 from nas_jax.bench import report
 
@@ -78,6 +81,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     if bad:
         p.error(f"unknown case(s) {bad}; accepted: {', '.join(cases_lib.CASES)}")
     a.case_list, a.space_list = names, tuple(filter(None, a.spaces.split(",")))
+    bad = [s for s in a.space_list if s not in spaces.SPACES]
+    if bad:
+        p.error(f"unknown space(s) {bad}; accepted: {', '.join(spaces.SPACES)}")
     return a
 
 
@@ -102,8 +108,6 @@ def plan(a) -> list[tuple[str, str]]:
 
 def measure(case: str, space: str, a) -> report.Row:
     """Builds, compiles and times one row in this process."""
-    import jax
-
     row = report.Row(case, space, row_sizes(a, case, space))
     t_start = time.perf_counter()
     sizes = cases_lib.Sizes(
@@ -169,8 +173,9 @@ def spawn(case: str, space: str, a, timeout: float | None) -> report.Row:
             row.error, row.wall_s = f"timed out after {timeout:.0f} s", time.perf_counter() - t0
             return row
         if proc.returncode != 0 or not os.path.exists(out):
-            tail = [line for line in proc.stderr.strip().splitlines() if line.strip()][-1:]
-            row.error = f"failed (exit {proc.returncode}): {' '.join(tail)[:300]}"
+            tail = [line for line in proc.stderr.splitlines() if line.strip()][-20:]
+            row.error = f"failed (exit {proc.returncode}): {' '.join(tail[-1:])[:300]}"
+            row.detail = {"stderr_tail": tail}
             row.wall_s = time.perf_counter() - t0
             return row
         with open(out) as f:
@@ -206,12 +211,7 @@ def main(argv=None) -> list[report.Row]:
         "subprocess_per_row": not a.in_process, "repeats": a.repeats,
         "reference": "PyTorch darts-pt, 2 CPU threads, batch 64, 32x32, median of 10",
     }  # fmt: skip
-    try:
-        import jax
-
-        meta["jax"] = jax.__version__
-    except ImportError:
-        pass
+    meta["jax"] = jax.__version__
     print(f"nas_jax.bench on {meta['backend']} ({meta['device_kind']}), jax {meta.get('jax')}, "
           f"{meta['date']}; median of up to {a.repeats} runs")  # fmt: skip
     print(report.format_table(rows))
@@ -224,4 +224,5 @@ def main(argv=None) -> list[report.Row]:
 
 
 if __name__ == "__main__":
-    main()
+    # Timeouts and budget skips are expected; a row that raised is not.
+    sys.exit(int(any(r.error.startswith("failed") for r in main())))
