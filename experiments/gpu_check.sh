@@ -17,9 +17,9 @@
 #             (convolutions, ops, supernet, search steps, scoring vmap == loop, optimizers,
 #             augmentation); GPU_CHECK_TESTS overrides it
 #   bench     python -m nas_jax.bench at the issue's sizes, cut by its --total-budget
-#   pipeline  NB201 search + PT selection (no tuning, 50 scoring batches) + NB201 lookup on
-#             the CIFAR-10 copy, for as many search epochs as fit in the time left (from the
-#             benchmark's NB201 'search' step time; GPU_CHECK_EPOCHS overrides)
+#   pipeline  NB201 search + PT selection (no tuning, 50 scoring and validation batches) +
+#             NB201 lookup on the CIFAR-10 copy, for as many search epochs as fit in the time
+#             left (from the benchmark's NB201 'search' step; GPU_CHECK_EPOCHS overrides)
 # Results go to experiments/results/<card>_<UTC date>/ (GPU_CHECK_RESULTS overrides): the
 # logs, summary.txt, bench.txt/json, pipeline/result.json; with $OUT set (the device tool)
 # a tarball of it and the main files are copied there too. Exit status 0 when every step
@@ -161,15 +161,15 @@ cp "$RES/bench.log" "$RES/bench.txt" 2>/dev/null
 
 # --- NB201 search + PT + lookup ------------------------------------------------------
 T_PIPE=$(($(left) - 20))
-# Epochs that fit: 391 steps of the benchmark's NB201 'search' step per epoch, plus a third
-# for the per-epoch validation pass, after ~100 s of compiles, data and selection (3 when
-# the benchmark has no such row).
+# Epochs that fit: 391 steps of the benchmark's NB201 'search' step per epoch, plus 15% for
+# the per-epoch validation on 50 batches, after ~120 s of compiles, data loading, selection
+# and lookup (3 epochs when the benchmark has no such row).
 FIT=$("$PYTHON" - "$RES/bench.json" "$T_PIPE" <<'EOF'
 import json, sys
 try:
     rows = json.load(open(sys.argv[1]))["rows"]
     ms = next(r["ms"] for r in rows if (r["case"], r["space"]) == ("search", "nb201") and r["ms"])
-    print(max(1, min(100, int((float(sys.argv[2]) - 100) / (391 * ms / 1e3 * 1.35)))))
+    print(max(1, min(100, int((float(sys.argv[2]) - 120) / (391 * ms / 1e3 * 1.15)))))
 except Exception:
     print(3)
 EOF
@@ -178,8 +178,8 @@ if [[ $DRY == 1 ]]; then  # the smoke config: 2 epochs of 2 steps
   SMOKE=,smoke EXTRA=() EPOCHS=2
 else
   EPOCHS=${GPU_CHECK_EPOCHS:-$FIT}
-  SMOKE="" EXTRA=(--config.search.epochs="$EPOCHS" --config.select.tune_epochs=0
-    --config.select.eval_batches=50)
+  SMOKE="" EXTRA=(--config.search.epochs="$EPOCHS" --config.data.eval_batches=50
+    --config.select.tune_epochs=0 --config.select.eval_batches=50)
 fi
 echo "pipeline: $EPOCHS search epochs in at most ${T_PIPE}s" | tee -a "$SUMMARY"
 PIPE_DIR=$WORK/nb201
