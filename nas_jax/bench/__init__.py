@@ -1,0 +1,1 @@
+"""`python -m nas_jax.bench`: step times of the supernets, scoring and retraining."""
