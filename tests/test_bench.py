@@ -41,6 +41,8 @@ def test_reference_only_at_reference_sizes():
     assert report.reference_seconds("nb201", "weight", sizes) == 1.71
     assert report.reference_seconds("nb201", "score_batched", sizes) == pytest.approx(48.1)
     assert report.reference_seconds("nb201", "weight", dict(sizes, batch=32)) is None
+    assert report.reference_seconds("nb201", "weight", dict(sizes, dtype="float32")) == 1.71
+    assert report.reference_seconds("nb201", "weight", dict(sizes, dtype="bfloat16")) is None
     assert report.reference_seconds("s5", "weight", sizes) is None  # no 'layers': not s5's
     row = report.Row("weight", "s5", {"batch": 64, "C": 16, "layers": 8, "image": 32}, ms=3200.0,
                      backend="cpu", device_kind="cpu")  # fmt: skip

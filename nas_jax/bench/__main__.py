@@ -35,7 +35,7 @@ import time
 
 import jax  # only its version here: the backend starts in the rows' processes
 
-from nas_jax import spaces
+from nas_jax import precision, spaces
 from nas_jax.bench import cases as cases_lib
 from nas_jax.bench import report
 
@@ -63,6 +63,8 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
         else:
             p.add_argument(flag, type=int, default=None, help=f"default {default}")
+    p.add_argument("--dtype", default="float32", choices=precision.DTYPES,
+                   help="compute dtype (config.compute_dtype); params stay float32")  # fmt: skip
     p.add_argument("--max-timed-seconds", type=float, default=60.0,
                    help="stop repeating once 3 runs took this long")  # fmt: skip
     p.add_argument("--case-timeout", type=float, default=0, help="seconds per row; 0 = none")
@@ -90,8 +92,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def row_sizes(a, case: str, space: str) -> dict:
     if case == "retrain":
         return {"batch": a.retrain_batch, "C": a.retrain_C, "layers": a.retrain_layers,
-                "image": a.image, "auxiliary": a.retrain_aux}  # fmt: skip
-    sizes = {"batch": a.batch, "C": a.C, "image": a.image}
+                "image": a.image, "auxiliary": a.retrain_aux, "dtype": a.dtype}  # fmt: skip
+    sizes = {"batch": a.batch, "C": a.C, "image": a.image, "dtype": a.dtype}
     sizes.update({"nb201_cells": a.nb201_cells} if space == "nb201" else {"layers": a.layers})
     if case.startswith("score_"):
         sizes["score_batches"] = a.score_batches
@@ -114,7 +116,7 @@ def measure(case: str, space: str, a) -> report.Row:
         space=space if case != "retrain" else "s5", batch=a.batch, C=a.C, layers=a.layers,
         nb201_cells=a.nb201_cells, image=a.image, score_batches=a.score_batches,
         retrain_C=a.retrain_C, retrain_layers=a.retrain_layers, retrain_batch=a.retrain_batch,
-        retrain_aux=a.retrain_aux,
+        retrain_aux=a.retrain_aux, dtype=a.dtype,
     )  # fmt: skip
     prep = cases_lib.prepare(case, sizes)
     t0 = time.perf_counter()
@@ -156,7 +158,7 @@ def _child_main(spec: str) -> None:
 
 def spawn(case: str, space: str, a, timeout: float | None) -> report.Row:
     """Runs `measure` in a fresh interpreter and reads its row back."""
-    keys = list(FULL) + ["max_timed_seconds"]
+    keys = list(FULL) + ["max_timed_seconds", "dtype"]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "row.json")
         job = {"case": case, "space": space, "out": out,

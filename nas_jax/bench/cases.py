@@ -53,6 +53,7 @@ class Sizes:
     retrain_layers: int = 20
     retrain_batch: int = 96
     retrain_aux: bool = True
+    dtype: str = "float32"  # compute dtype (config.compute_dtype)
 
 
 class Prepared(NamedTuple):
@@ -108,6 +109,7 @@ def _search_context(s: Sizes, method: str = "darts") -> _Search:
     config.model.update(space=s.space, C=s.C, layers=s.layers, nb201_cells=s.nb201_cells)
     config.data.batch_size = s.batch
     config.search.method = method
+    config.compute_dtype = s.dtype
     n = 4 * s.batch  # each half in device memory; the step gathers its batches from it
     rng = np.random.default_rng(0)
     images = lambda: jnp.asarray(rng.integers(0, 256, (n, s.image, s.image, 3), np.uint8))
@@ -256,7 +258,7 @@ def prepare_scoring(s: Sizes, case: str) -> Prepared:
 def prepare_retrain(s: Sizes) -> Prepared:
     import math
 
-    from nas_jax import config_lib, genotype
+    from nas_jax import config_lib, genotype, precision
     from nas_jax.evaluation import retrain
     from nas_jax.search import optim
 
@@ -265,6 +267,7 @@ def prepare_retrain(s: Sizes) -> Prepared:
     ev.update(C=s.retrain_C, layers=s.retrain_layers, batch_size=s.retrain_batch,
               auxiliary=s.retrain_aux)  # fmt: skip
     model = retrain.build_network(genotype.get_genotype(RETRAIN_GENOTYPE), ev, 10)
+    model = precision.with_compute_dtype(model, s.dtype)
     spe = math.ceil(50_000 / s.retrain_batch)
     tx = optim.weight_optimizer(optim.cosine_epoch_schedule(ev.lr, ev.lr_min, ev.epochs, spe))
     keys = retrain.RetrainKeys.from_seed(0)
