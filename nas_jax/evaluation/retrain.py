@@ -32,7 +32,7 @@ from nas_jax.checkpoint import Checkpointer
 from nas_jax.genotype import AnyGenotype, NB201Genotype, save_json
 from nas_jax.init import init_variables
 from nas_jax.reporting import MetricsWriter, Progress, logger
-from nas_jax.search import optim
+from nas_jax.search import loop, optim
 
 _KEY_TAG = 0xE7A1  # separates retraining's random streams from the search's
 
@@ -50,9 +50,7 @@ class EvalData(NamedTuple):
 
 
 def load_eval_data(cfg_data) -> EvalData:
-    kwargs = {"data_dir": os.path.expanduser(cfg_data.data_dir)}
-    if cfg_data.name == "image_folder":
-        kwargs["folder"] = cfg_data.folder
+    kwargs = loop.dataset_kwargs(cfg_data)
     train = data.load_dataset(cfg_data.name, "train", **kwargs)
     test = data.load_dataset(cfg_data.name, "test", **kwargs)
     arrays = (train.images, train.labels, test.images, test.labels)

@@ -34,11 +34,16 @@ class SearchData(NamedTuple):
     num_classes: int
 
 
-def load_search_data(cfg_data) -> SearchData:
+def dataset_kwargs(cfg_data) -> dict:
+    """Keyword arguments of `data.load_dataset` from `config.data`."""
     kwargs = {"data_dir": os.path.expanduser(cfg_data.data_dir)}
     if cfg_data.name == "image_folder":
         kwargs["folder"] = cfg_data.folder
-    ds = data.load_dataset(cfg_data.name, "train", **kwargs)
+    return kwargs
+
+
+def load_search_data(cfg_data) -> SearchData:
+    ds = data.load_dataset(cfg_data.name, "train", **dataset_kwargs(cfg_data))
     train, valid = data.split_train_valid(ds, cfg_data.train_portion)
     return SearchData(
         *(jnp.asarray(a) for a in (train.images, train.labels, valid.images, valid.labels)),
