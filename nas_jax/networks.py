@@ -8,6 +8,7 @@ import jax
 import jax.numpy as jnp
 
 from nas_jax import ops
+from nas_jax.fusion import materialize
 from nas_jax.genotype import AnyGenotype, Genotype, NB201Genotype
 from nas_jax.supernet import ResNetBlock, reduction_layers
 
@@ -42,7 +43,7 @@ class EvalCell(nn.Module):
                 if train and _active(drop_path_prob) and not isinstance(op, ops.Identity):
                     h = ops.drop_path(self.make_rng("dropout"), h, drop_path_prob)
                 node = node + h
-            states.append(node)
+            states.append(materialize(node))  # fusion barrier (nas_jax.fusion)
         return jnp.concatenate([states[i] for i in self.concat], axis=-1)
 
 
@@ -124,7 +125,7 @@ class NB201InferCell(nn.Module):
                 op = ops.make_op(self.ops_E[eid], self.C, 1, True, module_name=f"edge{eid}")
                 node = node + op(nodes[j], train)
                 eid += 1
-            nodes.append(node)
+            nodes.append(materialize(node))
         return nodes[-1]
 
 

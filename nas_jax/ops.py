@@ -14,6 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from nas_jax import pooling
 from nas_jax.conv import depthwise_conv
 
 # PyTorch's kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
@@ -34,8 +35,47 @@ def batch_norm(affine: bool, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_scale=affine, use_bias=affine, name=name)
 
 
+class Conv(nn.Conv):
+    """nn.Conv (same parameters, same auto-names), computing an unpadded 1x1 convolution
+    as one (N*H*W, C_in) x (C_in, C_out) matmul (on the strided input if stride > 1).
+
+    XLA:CPU lowers the 1x1 conv's kernel gradient to a convolution over the batch with
+    transposed operands; as a matmul, forward + both gradients take 0.68 ms instead of
+    2.74 ms at 64x32x32x16 (0.62 vs 1.91 at 64x16x16x32). The sum is the same, so the
+    results agree to float rounding on every backend.
+    """
+
+    @nn.compact
+    def __call__(self, inputs):
+        strides = (self.strides,) * 2 if isinstance(self.strides, int) else self.strides
+        pointwise = (
+            tuple(self.kernel_size) == (1, 1)
+            and len(strides) == 2
+            and self.padding in (((0, 0), (0, 0)), "VALID", 0)
+            and self.feature_group_count == 1
+            and not self.use_bias
+            and self.kernel_dilation in (1, (1, 1), None)
+            and self.input_dilation in (1, (1, 1), None)
+            and inputs.ndim == 4
+        )
+        if not pointwise:
+            return super().__call__(inputs)
+        kernel = self.param(
+            "kernel", self.kernel_init, (1, 1, inputs.shape[-1], self.features), self.param_dtype
+        )
+        inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
+        if tuple(strides) != (1, 1):
+            inputs = inputs[:, :: strides[0], :: strides[1], :]
+        n, h, w, c = inputs.shape
+        # Accumulate low-precision products in float32, as XLA's conv does.
+        acc = jnp.promote_types(inputs.dtype, jnp.float32)
+        y = jnp.dot(inputs.reshape(n * h * w, c), kernel[0, 0], precision=self.precision,
+                    preferred_element_type=acc)  # fmt: skip
+        return y.astype(inputs.dtype).reshape(n, h, w, self.features)
+
+
 def conv(features: int, k: int, stride: int = 1, padding: int = 0, name: str | None = None):
-    return nn.Conv(
+    return Conv(
         features,
         (k, k),
         strides=(stride, stride),
@@ -185,10 +225,9 @@ class Pool(nn.Module):
     stride: int = 1
 
     def __call__(self, x, train: bool):
-        s, pad = (self.stride, self.stride), ((1, 1), (1, 1))
-        if self.kind == "max":
-            return nn.max_pool(x, (3, 3), s, pad)
-        return nn.avg_pool(x, (3, 3), s, pad, count_include_pad=False)
+        if self.kind == "avg":
+            return pooling.avg_pool_3x3(x, self.stride)
+        return pooling.max_pool_3x3(x, self.stride)
 
 
 class NorConv(nn.Module):

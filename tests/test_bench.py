@@ -31,7 +31,11 @@ def test_quick_table_and_json(tmp_path):
         assert r["gflop"] > 0 and r["flops_source"] == "xla" and r["tflops"] > 0
         assert r["ref_ms"] is None and r["vs_ref"] is None  # quick sizes: no reference
     assert rows["fwd_masked"]["compile_how"] == "aot"
-    assert rows["score_seq"]["detail"] == {"variants": 5, "score_batches": 2}
+    assert rows["score_seq"]["detail"] == {
+        "variants": 5,
+        "score_batches": 2,
+        "host_allocator": "reuse",
+    }
     # K sequential passes read the same batches K times: flops scale with K.
     assert rows["score_seq"]["gflop"] == pytest.approx(5 * 2 * rows["fwd_masked"]["gflop"], rel=0.2)
 

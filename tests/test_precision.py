@@ -63,7 +63,9 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(setup):
     flat32 = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g32)])
     flat16 = np.concatenate([np.ravel(a) for a in jax.tree.leaves(g16)])
     cosine = flat16 @ flat32 / np.linalg.norm(flat16) / np.linalg.norm(flat32)
-    assert cosine > 0.98, cosine
+    # 0.967 on this C=4 net. (Until 2026-12 it was 0.985 because flax's avg_pool returned
+    # float32 for bfloat16 input, so everything after a pool ran in float32.)
+    assert cosine > 0.95, cosine
     assert not np.array_equal(flat16, flat32)
 
 
