@@ -38,6 +38,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nas_jax.fusion import materialize
+
 ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
 IMPLS = ("xla", "shift", "shift_vjp", "dense")
 _BACKEND_DEFAULTS = {"cpu": "shift_vjp"}
@@ -154,6 +156,9 @@ def _shift_vjp_fwd(x, w, stride, padding, dilation):
 
 def _shift_vjp_bwd(stride, padding, dilation, res, ct):
     x, w = res
+    # dx sums k*k padded copies of ct and dw reads it k*k times: materialized first,
+    # or the elementwise chain that produced it is fused into every one of them.
+    ct = materialize(ct)
     dx = jax.vjp(lambda x: _shift(x, w, stride, padding, dilation), x)[1](ct)[0]
     dw = _shift_dw(x, ct, *w.shape[:2], stride, padding, dilation)
     return dx, dw.astype(w.dtype)

@@ -104,12 +104,17 @@ def test_sweep_member_equals_the_single_run_of_its_seed(sweep, mocked_cifar10, t
         assert a["genotype"] == b["genotype"]
         np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
         np.testing.assert_allclose(a["valid_eval_loss"], b["valid_eval_loss"], rtol=1e-5)
-    # The vmapped step is another XLA program: equal to float rounding (max 3e-7 measured).
+    # The vmapped step is another XLA program: equal to float rounding. Max measured:
+    # 3e-7 in the weights. The alphas (~1e-2, and their Adam moments: the (6, 5) leaves)
+    # differ by up to 2e-5: Adam divides tiny alpha gradients by their running RMS, so
+    # rounding differences grow to a few % of one 3e-4 step over the run.
     leaves_member, meta_member = _state_leaves(str(member), single)
     leaves_single, meta_single = _state_leaves(str(tmp_path), single)
     assert meta_member == meta_single
+    alpha_shape = (6, 5)
     for a, b in zip(leaves_member, leaves_single, strict=True):
-        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=1e-6)
+        atol = 1e-4 if np.shape(a) == alpha_shape else 1e-6
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-5, atol=atol)
     # Negative control: another member is not within that tolerance of this seed's run.
     leaves_other, _ = _state_leaves(str(workdir / "seed_0"), single)
     assert any(
