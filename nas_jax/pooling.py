@@ -35,14 +35,12 @@ def _taps(xp: jax.Array, ho: int, wo: int, stride: int) -> list[jax.Array]:
     return out
 
 
-def avg_pool_3x3(x_BxHxWxC: jax.Array, stride: int = 1) -> jax.Array:
-    """torch AvgPool2d(3, stride, padding=1, count_include_pad=False): the sum of the 9
-    slices times 1 / (number of in-image taps), a constant of the shape."""
-    _, h, w, _ = x_BxHxWxC.shape
+def _avg_pool(x, stride):
+    _, h, w, _ = x.shape
     ho, wo = _out_size(h, stride), _out_size(w, stride)
     # Low-precision inputs are summed in float32 and rounded once.
-    acc = jnp.promote_types(x_BxHxWxC.dtype, jnp.float32)
-    xp = jnp.pad(x_BxHxWxC.astype(acc), ((0, 0), (1, 1), (1, 1), (0, 0)))
+    acc = jnp.promote_types(x.dtype, jnp.float32)
+    xp = jnp.pad(x.astype(acc), ((0, 0), (1, 1), (1, 1), (0, 0)))
     total = functools.reduce(jnp.add, _taps(xp, ho, wo, stride))
 
     def counts(size, out):
@@ -50,10 +48,39 @@ def avg_pool_3x3(x_BxHxWxC: jax.Array, stride: int = 1) -> jax.Array:
         return np.minimum(start + 2, size - 1) - np.maximum(start, 0) + 1
 
     inv = (1.0 / np.outer(counts(h, ho), counts(w, wo))).astype(np.float32)
-    y = (total * jnp.asarray(inv[None, :, :, None], acc)).astype(x_BxHxWxC.dtype)
-    # The backward sums 9 padded copies of the cotangent: materialized first, or the
-    # whole elementwise chain that produced it is fused into each of the 9 terms.
-    return fusion.materialize(y)
+    inv = jnp.asarray(inv[None, :, :, None], acc)
+    return (total * inv).astype(x.dtype), inv
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
+def avg_pool_3x3(x_BxHxWxC: jax.Array, stride: int = 1) -> jax.Array:
+    """torch AvgPool2d(3, stride, padding=1, count_include_pad=False): the sum of the 9
+    slices times 1 / (number of in-image taps), a constant of the shape."""
+    return _avg_pool(x_BxHxWxC, stride)[0]
+
+
+def _avg_pool_fwd(x, stride):
+    y, inv = _avg_pool(x, stride)
+    return y, (x.shape, inv)
+
+
+def _avg_pool_bwd(stride, res, ct):
+    shape, inv = res
+    g = fusion.materialize(ct).astype(inv.dtype) * inv
+    if stride == 1:
+        # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
+        # cotangent (9 slices of one array, not 9 bounds-checked pads; see conv.py).
+        gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        dx = functools.reduce(jnp.add, _taps(gp, shape[1], shape[2], 1))
+    else:
+        n, h, w, c = shape
+        zeros = jnp.zeros((n, h + 2, w + 2, c), g.dtype)
+        _, unpick = jax.vjp(lambda xp: _taps(xp, g.shape[1], g.shape[2], stride), zeros)
+        dx = unpick([g] * 9)[0][:, 1:-1, 1:-1, :]
+    return (dx.astype(ct.dtype),)
+
+
+avg_pool_3x3.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
 def _pad_max(x):
@@ -91,12 +118,20 @@ def _max_pool_fwd(x, stride):
 
 def _max_pool_bwd(stride, res, ct):
     shape, first = res
-    ct = fusion.materialize(ct)  # read by 9 padded terms (see avg_pool_3x3)
+    ct = fusion.materialize(ct)  # read by 9 terms
     n, h, w, c = shape
+    if stride == 1:
+        # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first maximal
+        # tap is a: slices of one padded ct and one padded index array (see conv.py).
+        pad = ((0, 0), (1, 1), (1, 1), (0, 0))
+        ctp, firstp = jnp.pad(ct, pad), jnp.pad(first, pad, constant_values=-1)
+        cts, firsts = _taps(ctp, h, w, 1), _taps(firstp, h, w, 1)
+        zero = jnp.zeros(shape, ct.dtype)
+        terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
+        return (functools.reduce(jnp.add, terms),)
     ho, wo = _out_size(h, stride), _out_size(w, stride)
-    _, unpick = jax.vjp(
-        lambda xp: _taps(xp, ho, wo, stride), jnp.zeros((n, h + 2, w + 2, c), ct.dtype)
-    )
+    zeros = jnp.zeros((n, h + 2, w + 2, c), ct.dtype)
+    _, unpick = jax.vjp(lambda xp: _taps(xp, ho, wo, stride), zeros)
     zero = jnp.zeros_like(ct)
     dxp = unpick([jnp.where(first == t, ct, zero) for t in range(9)])[0]
     return (dxp[:, 1:-1, 1:-1, :],)
