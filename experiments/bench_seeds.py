@@ -7,19 +7,16 @@ one step) in seconds, median ms per step after that, ms per seed-step, and the c
 the K-seed step relative to K single steps (< 1: the sweep is cheaper than K runs).
 NB201 supernet, DARTS first order, synthetic uint8 data: compute only.
 
-Measured at the defaults on a shared 2-core CPU (load ~5; XLA:CPU, jax 0.10.2):
+Measured at the defaults on a quiet 2-core CPU (XLA:CPU, jax 0.10.2), 2026-12-01, after
+the CPU fast paths (experiments/results/seeds_nb201_c8_cpu_2026-12-01.json):
   mode        first s   ms/step  ms/seed-step  vs K x single
-  single        38.25     143.7         143.7           1.00
-  vmap K=1      56.48     138.9         138.9           0.97
-  vmap K=4      71.37    1156.0         289.0           2.01
-On XLA:CPU the K=4 step costs twice K single steps: the model step itself (data drawing
-and augmentation are < 1 ms) runs 1.8x slower per seed when vmapped, most likely the
-per-seed convolution kernels that vmap turns into grouped convolutions. The sweep pays
-off where a single run leaves the accelerator idle; not yet measured on one.
-
-    PYTHONPATH=. /work/venv/bin/python experiments/bench_seeds.py          # ~2 min on CPU
-    PYTHONPATH=. /work/venv/bin/python experiments/bench_seeds.py --C 16 --cells 5 \
-        --batch 64 --image 32 --ks 1,4,8                                  # accelerator
+  single        11.25      27.8          27.8           1.00
+  vmap K=1      13.13      28.9          28.9           1.04
+  vmap K=4      14.95     127.0          31.7           1.14
+(Before them, on a shared CPU: 143.7 ms single, K=4 2.01x.) On XLA:CPU a K-seed step
+costs about K single steps (14% more): the two cores are already busy with one seed.
+The sweep pays off where a single run leaves the accelerator idle; not yet measured on
+one.
 """
 
 from __future__ import annotations
@@ -42,6 +39,9 @@ def main() -> None:
     p.add_argument("--json", default="")
     a = p.parse_args()
 
+    from nas_jax import host
+
+    host.configure_allocator()  # as the entry points do
     import jax
     import jax.numpy as jnp
     import numpy as np
