@@ -85,8 +85,9 @@ def _dense(x, w, stride, padding, dilation):
     return _conv(x, dense_w, stride, padding, dilation, groups=1)
 
 
-def _tap_slices(x, kh, kw, stride, padding, dilation):
-    """Yields ((i, j), slice of the padded input that tap (i, j) multiplies)."""
+def tap_slices(x, kh, kw, stride, padding, dilation):
+    """Yields ((i, j), slice of the zero-padded input that tap (i, j) multiplies), in
+    window scan order. Shared with `nas_jax.pooling` (which pads first, padding=0)."""
     n, h, wd, c = x.shape
     ho = _out_size(h, kh, stride, padding, dilation)
     wo = _out_size(wd, kw, stride, padding, dilation)
@@ -113,7 +114,7 @@ def _shift(x, w, stride, padding, dilation):
     kh, kw = w.shape[:2]
     acc = _acc_dtype(x.dtype)
     out = None
-    for (i, j), xs in _tap_slices(x.astype(acc), kh, kw, stride, padding, dilation):
+    for (i, j), xs in tap_slices(x.astype(acc), kh, kw, stride, padding, dilation):
         term = xs * w[i, j, 0].astype(acc)
         out = term if out is None else out + term
     return out.astype(x.dtype)
@@ -132,7 +133,7 @@ def _shift_dw(x, ct, kh, kw, stride, padding, dilation):
         xc, ctc = xc_ctc
         taps = [
             jnp.sum(xs * ctc, axis=(0, 1, 2))
-            for _, xs in _tap_slices(xc, kh, kw, stride, padding, dilation)
+            for _, xs in tap_slices(xc, kh, kw, stride, padding, dilation)
         ]
         return total + jnp.stack(taps).reshape(kh, kw, 1, -1), None
 
@@ -168,7 +169,7 @@ def _shift_vjp_bwd(stride, padding, dilation, res, ct):
         dx = _shift(ct, w[::-1, ::-1], 1, q, dilation).astype(x.dtype)
     else:
         dx = jax.vjp(lambda x: _shift(x, w, stride, padding, dilation), x)[1](ct)[0]
-    dw = _shift_dw(x, ct, *w.shape[:2], stride, padding, dilation)
+    dw = _shift_dw(x, ct, kh, kw, stride, padding, dilation)
     return dx, dw.astype(w.dtype)
 
 

@@ -23,8 +23,8 @@ compile for the NB201 gradient).
 
 Measured (2-core Sapphire Rapids, jax 0.10.2, float32, NB201 C=16, N=5, batch 64,
 gradient of the train loss w.r.t. params): 3,301 ms without, 929 ms with barriers
-at every node (and the other fast paths: `ops.Conv`, `ops.avg_pool_3x3`, no `none`
-op); compile 36 s -> 7 s.
+at every node (and the other fast paths: `ops.Conv`, `pooling.avg_pool_3x3`, no
+`none` op); compile 36 s -> 7 s.
 
 Per backend (`default_impl`): 'cond' on CPU; 'none' elsewhere (GPU fusion is not
 measured here). $NAS_JAX_MATERIALIZE=cond|none overrides, read at trace time.

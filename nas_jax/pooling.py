@@ -15,33 +15,32 @@ import functools
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from nas_jax import fusion
+from nas_jax.conv import tap_slices
+
+_PAD = ((0, 0), (1, 1), (1, 1), (0, 0))
 
 
-def _out_size(n: int, stride: int) -> int:
-    return (n - 1) // stride + 1
+def _taps(xp: jax.Array, stride: int) -> list[jax.Array]:
+    """The 9 strided slices of the already padded input, in window scan order."""
+    return [tap for _, tap in tap_slices(xp, 3, 3, stride, 0, 1)]
 
 
-def _taps(xp: jax.Array, ho: int, wo: int, stride: int) -> list[jax.Array]:
-    """The 9 strided (ho, wo) slices of the padded input, in window scan order."""
-    n, _, _, c = xp.shape
-    out = []
-    for i in range(3):
-        for j in range(3):
-            limit = (n, i + (ho - 1) * stride + 1, j + (wo - 1) * stride + 1, c)
-            out.append(lax.slice(xp, (0, i, j, 0), limit, (1, stride, stride, 1)))
-    return out
+def _untap(cts: list[jax.Array], shape: tuple[int, ...], stride: int) -> jax.Array:
+    """Transpose of `_taps` on a padded `shape` input, cropped back to the unpadded x:
+    the gradient of x when tap t has cotangent cts[t]."""
+    n, h, w, c = shape
+    _, unpick = jax.vjp(lambda xp: _taps(xp, stride), jnp.zeros((n, h + 2, w + 2, c), cts[0].dtype))
+    return unpick(cts)[0][:, 1:-1, 1:-1, :]
 
 
 def _avg_pool(x, stride):
     _, h, w, _ = x.shape
-    ho, wo = _out_size(h, stride), _out_size(w, stride)
     # Low-precision inputs are summed in float32 and rounded once.
     acc = jnp.promote_types(x.dtype, jnp.float32)
-    xp = jnp.pad(x.astype(acc), ((0, 0), (1, 1), (1, 1), (0, 0)))
-    total = functools.reduce(jnp.add, _taps(xp, ho, wo, stride))
+    total = functools.reduce(jnp.add, _taps(jnp.pad(x.astype(acc), _PAD), stride))
+    ho, wo = total.shape[1:3]
 
     def counts(size, out):
         start = np.arange(out) * stride - 1
@@ -70,27 +69,21 @@ def _avg_pool_bwd(stride, res, ct):
     if stride == 1:
         # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
         # cotangent (9 slices of one array, not 9 bounds-checked pads; see conv.py).
-        gp = jnp.pad(g, ((0, 0), (1, 1), (1, 1), (0, 0)))
-        dx = functools.reduce(jnp.add, _taps(gp, shape[1], shape[2], 1))
+        dx = functools.reduce(jnp.add, _taps(jnp.pad(g, _PAD), 1))
     else:
-        n, h, w, c = shape
-        zeros = jnp.zeros((n, h + 2, w + 2, c), g.dtype)
-        _, unpick = jax.vjp(lambda xp: _taps(xp, g.shape[1], g.shape[2], stride), zeros)
-        dx = unpick([g] * 9)[0][:, 1:-1, 1:-1, :]
+        dx = _untap([g] * 9, shape, stride)
     return (dx.astype(ct.dtype),)
 
 
 avg_pool_3x3.defvjp(_avg_pool_fwd, _avg_pool_bwd)
 
 
-def _pad_max(x):
-    return jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=-jnp.inf)
+def _max_taps(x, stride):
+    return _taps(jnp.pad(x, _PAD, constant_values=-jnp.inf), stride)
 
 
 def _max_pool(x, stride):
-    _, h, w, _ = x.shape
-    return functools.reduce(jnp.maximum, _taps(_pad_max(x), _out_size(h, stride),
-                                               _out_size(w, stride), stride))  # fmt: skip
+    return functools.reduce(jnp.maximum, _max_taps(x, stride))
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1,))
@@ -103,8 +96,7 @@ def max_pool_3x3(x_BxHxWxC: jax.Array, stride: int = 1) -> jax.Array:
 
 
 def _max_pool_fwd(x, stride):
-    _, h, w, _ = x.shape
-    taps = _taps(_pad_max(x), _out_size(h, stride), _out_size(w, stride), stride)
+    taps = _max_taps(x, stride)
     y = functools.reduce(jnp.maximum, taps)
     # Index of the first maximal tap, as a chain of 9 selects that each use the last
     # once: a mask chain (`free &= ~first`) would be fused into each of the 9 gradient
@@ -119,22 +111,16 @@ def _max_pool_fwd(x, stride):
 def _max_pool_bwd(stride, res, ct):
     shape, first = res
     ct = fusion.materialize(ct)  # read by 9 terms
-    n, h, w, c = shape
     if stride == 1:
         # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first maximal
         # tap is a: slices of one padded ct and one padded index array (see conv.py).
-        pad = ((0, 0), (1, 1), (1, 1), (0, 0))
-        ctp, firstp = jnp.pad(ct, pad), jnp.pad(first, pad, constant_values=-1)
-        cts, firsts = _taps(ctp, h, w, 1), _taps(firstp, h, w, 1)
+        cts = _taps(jnp.pad(ct, _PAD), 1)
+        firsts = _taps(jnp.pad(first, _PAD, constant_values=-1), 1)
         zero = jnp.zeros(shape, ct.dtype)
         terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
         return (functools.reduce(jnp.add, terms),)
-    ho, wo = _out_size(h, stride), _out_size(w, stride)
-    zeros = jnp.zeros((n, h + 2, w + 2, c), ct.dtype)
-    _, unpick = jax.vjp(lambda xp: _taps(xp, ho, wo, stride), zeros)
     zero = jnp.zeros_like(ct)
-    dxp = unpick([jnp.where(first == t, ct, zero) for t in range(9)])[0]
-    return (dxp[:, 1:-1, 1:-1, :],)
+    return (_untap([jnp.where(first == t, ct, zero) for t in range(9)], shape, stride),)
 
 
 max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
