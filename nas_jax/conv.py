@@ -4,8 +4,8 @@ Impls (all equal torch's grouped Conv2d; see `depthwise_conv`):
   xla        lax.conv_general_dilated(feature_group_count=C).
   shift      sum over the k*k taps of strided/dilated input slices times per-channel
              weights; plain autodiff.
-  shift_vjp  'shift' forward with a custom VJP whose kernel gradient is computed in
-             cache-sized batch chunks. No forward-mode AD (jax.jvp/jacfwd).
+  shift_vjp  'shift' forward with a custom VJP (backward below). No forward-mode AD
+             (jax.jvp/jacfwd).
   dense      dense conv with the (k, k, C, C) diagonal kernel: C times the FLOPs.
 
 Measured with experiments/bench_depthwise.py on a 2-core Xeon (Sapphire Rapids)
@@ -27,6 +27,19 @@ fused elementwise loop, worst in the stride-2 backward. So the CPU default is
 'shift_vjp'. GPU/TPU keep 'xla' (cuDNN and the TPU compiler handle depthwise
 convs natively; not measured here). bfloat16 (k{3,5}, dilation 1) ranks the same;
 dense wins only at C16 k5.
+
+The shift_vjp backward ($NAS_JAX_TAP_BACKWARD, read at trace time; `nas_jax.pooling`
+follows the same switch for its pools):
+  chunks  default. dx: at stride 1 the shift conv of ct with the flipped kernel, else
+          autodiff's transpose; dw: the k*k reductions per L2-sized batch chunk, in a scan.
+  rows    opt-in. dx: `transpose_taps` (unstrided slices per input phase), materialized
+          before a node sums it; dw: `_shift_dw_rows` (row-block multiply-adds, then one
+          reduction). Pools: `transpose_taps`, materialized.
+In the s5 weight step (`python -m nas_jax.bench --cases weight --spaces s5 --layers 3`,
+2-core AMD EPYC Zen 5, jax 0.10.2, float32, batch 64, C=16, L=3 cells), 'rows' takes
+1,223 ms a step against 3,630 ms, but compiles in 123 s instead of 73 s and peaks at
+8.1 GB instead of 5.7 GB; at L=8 its compile and run did not fit in 24 GB (nor with row
+blocks of 4 or 8), where 'chunks' takes 7.4 s. Hence opt-in, for smaller networks.
 """
 
 from __future__ import annotations
@@ -44,6 +57,9 @@ ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
 IMPLS = ("xla", "shift", "shift_vjp", "dense")
 _BACKEND_DEFAULTS = {"cpu": "shift_vjp"}
 _DW_CHUNK_BYTES = 256 * 1024
+_DW_ROW_BLOCK = 16  # output rows each tap sums before the reduction (_shift_dw_rows)
+BACKWARD_ENV_VAR = "NAS_JAX_TAP_BACKWARD"
+BACKWARDS = ("chunks", "rows")
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -59,6 +75,16 @@ def _resolve_impl(impl: str | None) -> str:
     if impl not in IMPLS:
         raise ValueError(f"unknown depthwise impl {impl!r}; accepted: {', '.join(IMPLS)}")
     return impl
+
+
+def tap_backward(mode: str | None = None) -> str:
+    """The backward formulation of the shift depthwise conv and the sliced pools,
+    'chunks' (default) or 'rows' (see the module docstring): `mode`, else
+    $NAS_JAX_TAP_BACKWARD, else 'chunks'. Read at trace time."""
+    mode = mode or os.environ.get(BACKWARD_ENV_VAR) or "chunks"
+    if mode not in BACKWARDS:
+        raise ValueError(f"unknown tap backward {mode!r}; accepted: {', '.join(BACKWARDS)}")
+    return mode
 
 
 def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
@@ -100,6 +126,75 @@ def tap_slices(x, kh, kw, stride, padding, dilation):
             yield (i, j), lax.slice(x, (0, h0, w0, 0), limit, (1, stride, stride, 1))
 
 
+def _phases(size, k, stride, padding, dilation):
+    """Per input phase r (positions y = stride*m + r): (number of such y, [(tap, offset
+    q)]) where tap i reads y from output o = m + q, i.e. y = o*stride + i*dilation - padding."""
+    phases = []
+    for r in range(stride):
+        taps = [(i, (r + padding - i * dilation) // stride) for i in range(k)
+                if (r + padding - i * dilation) % stride == 0]  # fmt: skip
+        phases.append((len(range(r, size, stride)), taps))
+    return phases
+
+
+def transpose_taps(sources, term, in_shape, kh, kw, stride, padding, dilation, pad_values=None):
+    """The input gradient of a k x k tap op (conv, pool) as slices of padded arrays.
+
+    The op's output o reads input y = o*stride + i*dilation - padding through tap (i, j).
+    `sources` are arrays on the output grid (N, Ho, Wo, ...): the cotangent, and for the
+    max pool its argmax index. `term(i, j, views)` is the contribution of tap (i, j),
+    given the sources' slices aligned to the input positions it reaches. Each input
+    phase (y mod stride) is summed from unstrided slices of the zero-padded (or
+    `pad_values`-padded) sources, and the stride**2 phases are interleaved. Autodiff's
+    transpose of a strided slice is an interior pad per tap, which XLA:CPU fuses into
+    the gradient sum as bounds checks on every element (234 ms for one 64x32x32x32
+    input gradient of a DARTS reduction cell).
+    """
+    n, h, w, _ = in_shape
+    ho, wo = sources[0].shape[1:3]
+    ph_h = _phases(h, kh, stride, padding, dilation)
+    ph_w = _phases(w, kw, stride, padding, dilation)
+    qs_h = [q for _, taps in ph_h for _, q in taps] or [0]
+    qs_w = [q for _, taps in ph_w for _, q in taps] or [0]
+    m_h, m_w = ph_h[0][0], ph_w[0][0]  # phase 0 has the most positions
+    lo_h, lo_w = max(0, -min(qs_h)), max(0, -min(qs_w))
+    hi_h = max(0, m_h - 1 + max(qs_h) - (ho - 1))
+    hi_w = max(0, m_w - 1 + max(qs_w) - (wo - 1))
+    pad_values = pad_values or [0] * len(sources)
+    padded = [
+        materialize(jnp.pad(src, ((0, 0), (lo_h, hi_h), (lo_w, hi_w)) + ((0, 0),) * (src.ndim - 3),
+                            constant_values=v))
+        for src, v in zip(sources, pad_values)
+    ]  # fmt: skip
+
+    def view(src, qh, qw):
+        return lax.slice_in_dim(lax.slice_in_dim(src, lo_h + qh, lo_h + qh + m_h, axis=1),
+                                lo_w + qw, lo_w + qw + m_w, axis=2)  # fmt: skip
+
+    rows = []
+    for _, taps_h in ph_h:
+        cols = []
+        for _, taps_w in ph_w:
+            total = None
+            for i, qh in taps_h:
+                for j, qw in taps_w:
+                    t = term(i, j, [view(src, qh, qw) for src in padded])
+                    total = t if total is None else total + t
+            cols.append(total)
+        rows.append(cols)
+    like = next(t for cols in rows for t in cols if t is not None)
+    zero = jnp.zeros_like(like)
+    rows = [[zero if t is None else t for t in cols] for cols in rows]
+    if stride == 1:
+        dx = rows[0][0]
+    else:
+        # (N, m_h, s, m_w, s, C) -> (N, m_h*s, m_w*s, C), then crop the phases that
+        # have fewer positions (odd sizes).
+        dx = jnp.stack([jnp.stack(cols, axis=3) for cols in rows], axis=2)
+        dx = dx.reshape(n, m_h * stride, m_w * stride, *like.shape[3:])
+    return dx[:, :h, :w]
+
+
 def _acc_dtype(dtype):
     # Low-precision inputs accumulate the k*k products in float32, so a bfloat16
     # result is rounded once rather than k*k times.
@@ -120,7 +215,7 @@ def _shift(x, w, stride, padding, dilation):
     return out.astype(x.dtype)
 
 
-def _shift_dw(x, ct, kh, kw, stride, padding, dilation):
+def _shift_dw_chunks(x, ct, kh, kw, stride, padding, dilation):
     # Autodiff of 'shift' gives k*k reductions over the whole batch, each of a
     # materialised shifted copy of x: memory-bound, and the bulk of f+b time.
     # Scanning over batch chunks that fit in L2 makes those passes hit cache.
@@ -144,6 +239,40 @@ def _shift_dw(x, ct, kh, kw, stride, padding, dilation):
     return lax.scan(chunk, init, (split(x.astype(acc)), split(ct.astype(acc))))[0]
 
 
+def _shift_dw_rows(x, ct, kh, kw, stride, padding, dilation):
+    # dw[i, j, c] = sum over (n, h, w) of xpad[n, h*s + i*d, w*s + j*d, c] * ct[n, h, w, c].
+    # Autodiff of 'shift' gives k*k reductions over the whole batch, and XLA:CPU's
+    # reductions (YNNPACK's or its own) run at a fraction of its fused elementwise
+    # loops' speed. So each tap first sums `_DW_ROW_BLOCK` output rows with plain
+    # multiply-adds of row slices (one elementwise loop, no reduce), and one reduction
+    # over the 1/_DW_ROW_BLOCK-sized stack of partial sums finishes all taps.
+    n, ho, wo, c = ct.shape
+    acc = _acc_dtype(x.dtype)
+    rows = max(b for b in range(1, min(_DW_ROW_BLOCK, ho) + 1) if ho % b == 0)
+    blocks = ho // rows
+    s, d = stride, dilation
+    xp = jnp.pad(x.astype(acc), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    ct = ct.astype(acc)
+    # Output rows u, u + rows, u + 2*rows, ...: partial sums over row phase u.
+    last = (blocks - 1) * rows + 1
+    ct_rows = [lax.slice_in_dim(ct, u, u + last, rows, axis=1) for u in range(rows)]
+    taps = []
+    for i in range(kh):
+        for j in range(kw):
+            total = None
+            for u in range(rows):
+                h0, w0 = u * s + i * d, j * d
+                xr = lax.slice(
+                    xp, (0, h0, w0, 0),
+                    (n, h0 + (blocks - 1) * rows * s + 1, w0 + (wo - 1) * s + 1, c),
+                    (1, rows * s, s, 1),
+                )  # fmt: skip
+                term = xr * ct_rows[u]
+                total = term if total is None else total + term
+            taps.append(total)
+    return jnp.sum(jnp.stack(taps), axis=(1, 2, 3)).reshape(kh, kw, 1, c)
+
+
 # Same forward as 'shift'; only the weight gradient differs. Caveat of
 # custom_vjp: no forward-mode AD (jax.jvp / jacfwd); use 'shift' for that.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -161,6 +290,15 @@ def _shift_vjp_bwd(stride, padding, dilation, res, ct):
     # or the elementwise chain that produced it is fused into every one of them.
     ct = materialize(ct)
     kh, kw = w.shape[:2]
+    if tap_backward() == "rows":
+        acc = _acc_dtype(ct.dtype)
+        wa = w.astype(acc)
+        dx = transpose_taps([ct.astype(acc)], lambda i, j, v: v[0] * wa[i, j, 0], x.shape,
+                            kh, kw, stride, padding, dilation)  # fmt: skip
+        # Materialized: a node's gradient sums the dx of every op reading it, and
+        # XLA:CPU runs one sum of hundreds of fused slices far slower than a loop per dx.
+        dx = materialize(dx.astype(x.dtype))
+        return dx, _shift_dw_rows(x, ct, kh, kw, stride, padding, dilation).astype(w.dtype)
     q = (kh - 1) * dilation - padding
     if stride == 1 and kh == kw and q >= 0:
         # The transposed conv is a conv of ct with the flipped kernel: k*k slices of one
@@ -169,7 +307,7 @@ def _shift_vjp_bwd(stride, padding, dilation, res, ct):
         dx = _shift(ct, w[::-1, ::-1], 1, q, dilation).astype(x.dtype)
     else:
         dx = jax.vjp(lambda x: _shift(x, w, stride, padding, dilation), x)[1](ct)[0]
-    dw = _shift_dw(x, ct, kh, kw, stride, padding, dilation)
+    dw = _shift_dw_chunks(x, ct, kh, kw, stride, padding, dilation)
     return dx, dw.astype(w.dtype)
 
 
