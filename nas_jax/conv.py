@@ -39,7 +39,8 @@ In the s5 weight step (`python -m nas_jax.bench --cases weight --spaces s5 --lay
 2-core AMD EPYC Zen 5, jax 0.10.2, float32, batch 64, C=16, L=3 cells), 'rows' takes
 1,223 ms a step against 3,630 ms, but compiles in 123 s instead of 73 s and peaks at
 8.1 GB instead of 5.7 GB; at L=8 its compile and run did not fit in 24 GB (nor with row
-blocks of 4 or 8), where 'chunks' takes 7.4 s. Hence opt-in, for smaller networks.
+blocks of 4 or 8), where 'chunks' takes 7.4 s. At L=5 'rows' takes 1,497 ms, compiles in
+228 s and peaks at 17.2 GB. Hence opt-in, for smaller networks.
 """
 
 from __future__ import annotations
