@@ -127,15 +127,14 @@ def tap_slices(x, kh, kw, stride, padding, dilation):
             yield (i, j), lax.slice(x, (0, h0, w0, 0), limit, (1, stride, stride, 1))
 
 
-def _phases(size, k, stride, padding, dilation):
-    """Per input phase r (positions y = stride*m + r): (number of such y, [(tap, offset
-    q)]) where tap i reads y from output o = m + q, i.e. y = o*stride + i*dilation - padding."""
-    phases = []
-    for r in range(stride):
-        taps = [(i, (r + padding - i * dilation) // stride) for i in range(k)
-                if (r + padding - i * dilation) % stride == 0]  # fmt: skip
-        phases.append((len(range(r, size, stride)), taps))
-    return phases
+def _phase_taps(k, stride, padding, dilation):
+    """Per input phase r (positions y = stride*m + r): [(tap i, offset q)] where tap i
+    reads y from output o = m + q, i.e. y = o*stride + i*dilation - padding."""
+    return [
+        [(i, (r + padding - i * dilation) // stride) for i in range(k)
+         if (r + padding - i * dilation) % stride == 0]
+        for r in range(stride)
+    ]  # fmt: skip
 
 
 def transpose_taps(sources, term, in_shape, kh, kw, stride, padding, dilation, pad_values=None):
@@ -153,11 +152,11 @@ def transpose_taps(sources, term, in_shape, kh, kw, stride, padding, dilation, p
     """
     n, h, w, _ = in_shape
     ho, wo = sources[0].shape[1:3]
-    ph_h = _phases(h, kh, stride, padding, dilation)
-    ph_w = _phases(w, kw, stride, padding, dilation)
-    qs_h = [q for _, taps in ph_h for _, q in taps] or [0]
-    qs_w = [q for _, taps in ph_w for _, q in taps] or [0]
-    m_h, m_w = ph_h[0][0], ph_w[0][0]  # phase 0 has the most positions
+    ph_h = _phase_taps(kh, stride, padding, dilation)
+    ph_w = _phase_taps(kw, stride, padding, dilation)
+    qs_h = [q for taps in ph_h for _, q in taps] or [0]
+    qs_w = [q for taps in ph_w for _, q in taps] or [0]
+    m_h, m_w = -(-h // stride), -(-w // stride)  # positions of phase 0, the most
     lo_h, lo_w = max(0, -min(qs_h)), max(0, -min(qs_w))
     hi_h = max(0, m_h - 1 + max(qs_h) - (ho - 1))
     hi_w = max(0, m_w - 1 + max(qs_w) - (wo - 1))
@@ -173,9 +172,9 @@ def transpose_taps(sources, term, in_shape, kh, kw, stride, padding, dilation, p
                                 lo_w + qw, lo_w + qw + m_w, axis=2)  # fmt: skip
 
     rows = []
-    for _, taps_h in ph_h:
+    for taps_h in ph_h:
         cols = []
-        for _, taps_w in ph_w:
+        for taps_w in ph_w:
             total = None
             for i, qh in taps_h:
                 for j, qw in taps_w:

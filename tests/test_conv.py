@@ -249,6 +249,9 @@ def test_tap_backwards_match_xla_grads(monkeypatch, mode, k, s, p, d, hw):
     got = _fwd_and_grads("shift_vjp", s, p, d)(x, w, ct)
     for name, a, b in zip(("out", "dx", "dw"), got, ref):
         np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=f"{mode} {name}")
+    # The switch is honoured: only 'chunks' scans over batch chunks for the kernel gradient.
+    jaxpr = str(jax.make_jaxpr(_fwd_and_grads("shift_vjp", s, p, d))(x, w, ct))
+    assert ("scan" in jaxpr) == (mode == "chunks")
 
 
 def test_transpose_taps_is_the_transpose_of_the_taps():
