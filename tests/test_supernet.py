@@ -235,3 +235,75 @@ def test_noise_op_draws_from_the_noise_stream():
 
     np.testing.assert_array_equal(run(7), run(7))
     assert not np.allclose(run(7), run(8))
+
+
+def _loss_and_grads(model, variables, x, w, train, mode, monkeypatch):
+    """Loss, output, new batch stats and parameter gradients under edge batching `mode`
+    (a fresh jit: the switch is read at trace time)."""
+    monkeypatch.setenv(supernet.ENV_VAR, mode)
+
+    def loss(params):
+        out, state = model.apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, x, w,
+            train=train, mutable=["batch_stats"], rngs=RNGS,
+        )  # fmt: skip
+        return jnp.sum(out**2), (out, state["batch_stats"])
+
+    return jax.jit(jax.value_and_grad(loss, has_aux=True))(variables["params"])
+
+
+_SLOW = pytest.mark.slow  # a few DARTS gradient compiles each (about a minute)
+
+
+@pytest.mark.parametrize(
+    "space, train",
+    [("s5", True), ("nb201", True), ("nb201", False), pytest.param("s5", False, marks=_SLOW),
+     pytest.param("s1", True, marks=_SLOW), pytest.param("s1", False, marks=_SLOW),
+     pytest.param("s4", True, marks=_SLOW)],
+)  # fmt: skip
+def test_edge_batching_equals_per_edge(space, train, monkeypatch):
+    # s5: every op kind, 'none' skipped; s1: per-edge op lists (groups split by ops);
+    # s4: the noise op (its edges stay per-edge, same stream); nb201: no pool BN.
+    sp = spaces.get_space(space)
+    if sp.family == "nb201":
+        model = supernet.NB201Supernet(sp, C=4, N=1, num_classes=5)
+    else:
+        model = supernet.DartsSupernet(sp, C=4, layers=3, num_classes=5)
+    x = images()
+    w = random_weights(jax.random.key(3), sp)
+    variables = init(model, x, w)
+    ref = _loss_and_grads(model, variables, x, w, train, "none", monkeypatch)
+    got = _loss_and_grads(model, variables, x, w, train, "source", monkeypatch)
+    assert jax.tree.structure(got) == jax.tree.structure(ref)
+    for a, b in zip(jax.tree.leaves(ref), jax.tree.leaves(got)):
+        # Running means of near-zero pooled states are ~1e-8: absolute on the leaf's scale.
+        scale = max(1.0, float(jnp.max(jnp.abs(a))))
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
+    # Each edge reads its own parameters: swapping two batched edges' weights changes
+    # the output (edges 0 and 2 read s0 in a DARTS cell, 0 and 1 read x in NB201).
+    cell_type = sp.cell_types[0]
+    other = 2 if sp.family == "darts" else 1
+    rows = jnp.array([0, other])
+    swapped = {**w, cell_type: w[cell_type].at[rows].set(w[cell_type][rows[::-1]])}
+    monkeypatch.setenv(supernet.ENV_VAR, "source")
+    moved = jax.jit(lambda v, w: model.apply(v, x, w, train=train, mutable=["batch_stats"],
+                                             rngs=RNGS)[0])(variables, swapped)  # fmt: skip
+    assert not np.allclose(moved, got[0][1][0], rtol=1e-3, atol=1e-4)
+
+
+def test_edge_batching_is_honoured_and_checked(monkeypatch):
+    model = tiny_darts()
+    x = images()
+    w = random_weights(jax.random.key(4), model.space)
+    variables = init(model, x, w)
+
+    def dots(mode):
+        monkeypatch.setenv(supernet.ENV_VAR, mode)
+        fn = lambda v: model.apply(v, x, w, train=True, mutable=["batch_stats"])  # noqa: E731
+        return str(jax.make_jaxpr(fn)(variables)).count("dot_general")
+
+    # 14 edges x 3 pointwise convs per cell, fewer once the edges of a state share one.
+    assert dots("source") < dots("none")
+    monkeypatch.setenv(supernet.ENV_VAR, "grouped")
+    with pytest.raises(ValueError, match="'grouped'.*accepted: none, source"):
+        supernet.edge_batching()

@@ -215,6 +215,10 @@ def main(argv=None) -> list[report.Row]:
         "reference": "PyTorch darts-pt, 2 CPU threads, batch 64, 32x32, median of 10",
     }  # fmt: skip
     meta["jax"] = jax.__version__
+    # The fast-path switches in effect (read by the rows' processes at trace time).
+    meta["env"] = {
+        k: v for k, v in os.environ.items() if k.startswith("NAS_JAX_") or k == "XLA_FLAGS"
+    }
     print(f"nas_jax.bench on {meta['backend']} ({meta['device_kind']}), jax {meta.get('jax')}, "
           f"{meta['date']}; median of up to {a.repeats} runs")  # fmt: skip
     print(report.format_table(rows))
