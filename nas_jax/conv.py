@@ -41,6 +41,13 @@ In the s5 weight step (`python -m nas_jax.bench --cases weight --spaces s5 --lay
 8.1 GB instead of 5.7 GB; at L=8 its compile and run did not fit in 24 GB (nor with row
 blocks of 4 or 8), where 'chunks' takes 7.4 s. At L=5 'rows' takes 1,497 ms, compiles in
 228 s and peaks at 17.2 GB. Hence opt-in, for smaller networks.
+The compile memory is XLA's fusion pass: it builds a reachability map of the entry
+computation, N^2 bits for N instructions (sampled with gdb: RSS 2.2 -> 7.2 GB inside
+`HloReachabilityMap::Build` at L=3), and 'rows' unrolls ~3 * 16 instructions per tap.
+Tried and dropped (2-core EPYC, L=3 unless said): each backward as a `lax.cond` branch
+(its own computation; peak 6.5 GB, but 2,055 ms: conditionals cost XLA:CPU its overlap
+of independent ops), the row sums as a reshape + reduce (3,951 ms), 'rows' dx with the
+chunked dw (2,567 ms; at L=8 8,047 ms, no better than 'chunks').
 """
 
 from __future__ import annotations
