@@ -237,7 +237,7 @@ class NB201SearchCell(nn.Module):
 
     @nn.compact
     def __call__(self, x, w_ExK, train: bool):
-        edges = tuple((i, j) for i in range(1, 4) for j in range(i))  # spaces._nb201_edges
+        edges = spaces._nb201_edges()
         nodes = _cell_nodes(self, [x], edges, self.op_names, [1] * len(edges), self.C, False,
                             w_ExK, train)  # fmt: skip
         return nodes[-1]

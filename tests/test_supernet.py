@@ -279,8 +279,9 @@ def test_edge_batching_equals_per_edge(space, train, monkeypatch):
         # Running means of near-zero pooled states are ~1e-8: absolute on the leaf's scale.
         scale = max(1.0, float(jnp.max(jnp.abs(a))))
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5 * scale)
-    # Each edge reads its own parameters: swapping two batched edges' weights changes
-    # the output (edges 0 and 2 read s0 in a DARTS cell, 0 and 1 read x in NB201).
+    # Sensitivity control: the outputs tell edges of one group apart, so a batched form
+    # that mixed up which edge gets which weights would fail the comparison above
+    # (edges 0 and 2 read s0 in a DARTS cell, 0 and 1 read x in NB201).
     cell_type = sp.cell_types[0]
     other = 2 if sp.family == "darts" else 1
     rows = jnp.array([0, other])
