@@ -59,11 +59,12 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from nas_jax import native
 from nas_jax.fusion import materialize
 
 ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
-IMPLS = ("xla", "shift", "shift_vjp", "dense")
-_BACKEND_DEFAULTS = {"cpu": "shift_vjp"}
+IMPLS = ("xla", "shift", "shift_vjp", "dense", "native")
+_BACKEND_DEFAULTS = {"cpu": "native"}
 _DW_CHUNK_BYTES = 256 * 1024
 _DW_ROW_BLOCK = 16  # output rows each tap sums before the reduction (_shift_dw_rows)
 BACKWARD_ENV_VAR = "NAS_JAX_TAP_BACKWARD"
@@ -320,7 +321,30 @@ def _shift_vjp_bwd(stride, padding, dilation, res, ct):
 
 _shift_vjp.defvjp(_shift_vjp_fwd, _shift_vjp_bwd)
 
-_IMPL_FNS = {"xla": _xla, "shift": _shift, "shift_vjp": _shift_vjp, "dense": _dense}
+
+def native_active(dtype, impl: str | None = None) -> bool:
+    """Whether `depthwise_conv` (and the fused ReLU-depthwise-pointwise of
+    `nas_jax.ops`) runs the C++ kernels for inputs of `dtype`: impl 'native', float32,
+    kernels built. Read at trace time."""
+    return (
+        _resolve_impl(impl) == "native"
+        and dtype == jnp.float32
+        and jax.default_backend() == "cpu"
+        and native.available()
+    )
+
+
+def _native(x, w, stride, padding, dilation):
+    # float32 on CPU through the C++ kernels (nas_jax.native); other dtypes and
+    # backends, or no kernels (no compiler), through 'shift_vjp'.
+    if native_active(x.dtype, "native"):
+        return native.forward(x, w, stride, padding, dilation)
+    return _shift_vjp(x, w, stride, padding, dilation)
+
+
+_IMPL_FNS = {
+    "xla": _xla, "shift": _shift, "shift_vjp": _shift_vjp, "dense": _dense, "native": _native,
+}  # fmt: skip
 
 
 def depthwise_conv(

@@ -14,8 +14,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax import pooling
-from nas_jax.conv import depthwise_conv
+from nas_jax import native, pooling
+from nas_jax.conv import depthwise_conv, native_active
 
 # PyTorch's kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -145,6 +145,31 @@ class FactorizedReduce(nn.Module):
         return batch_norm(self.affine)(jnp.concatenate([a, b], -1), use_running_average=not train)
 
 
+class _Kernel(nn.Module):
+    """Only the 'kernel' parameter of a conv module (same init, shape and name)."""
+
+    shape: tuple[int, ...]
+
+    @nn.compact
+    def __call__(self):
+        return self.param("kernel", torch_kernel_init, self.shape)
+
+
+def relu_dw_pw(x, k: int, stride: int, padding: int, dilation: int, C_out: int, index: int):
+    """ReLU - depthwise - pointwise (bias-free 1x1) conv, inside a compact module, with
+    the parameters `DepthwiseConv_{index}/kernel` and `Conv_{index}/kernel` (Flax's
+    auto-names in SepConv and DilConv). Where the C++ kernels run (`native_active`) the
+    three ops are one custom call (`nas_jax.native.sep`: the depthwise output never
+    leaves the cache); elsewhere they are the separate modules."""
+    if not native_active(x.dtype):
+        x = DepthwiseConv(k, stride, padding, dilation, name=f"DepthwiseConv_{index}")(nn.relu(x))
+        return conv(C_out, 1, name=f"Conv_{index}")(x)
+    c = x.shape[-1]
+    dw = _Kernel((k, k, 1, c), name=f"DepthwiseConv_{index}")()
+    pw = _Kernel((1, 1, c, C_out), name=f"Conv_{index}")()
+    return native.sep(x, dw, pw[0, 0], stride, padding, dilation)
+
+
 class SepConv(nn.Module):
     """Two stacked ReLU - depthwise - pointwise - BN blocks."""
 
@@ -156,9 +181,8 @@ class SepConv(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         p = self.k // 2
-        for stride in (self.stride, 1):
-            x = DepthwiseConv(self.k, stride, p)(nn.relu(x))
-            x = conv(self.C, 1)(x)
+        for index, stride in enumerate((self.stride, 1)):
+            x = relu_dw_pw(x, self.k, stride, p, 1, self.C, index)
             x = batch_norm(self.affine)(x, use_running_average=not train)
         return x
 
@@ -175,8 +199,7 @@ class DilConv(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         p = self.dilation * (self.k - 1) // 2
-        x = DepthwiseConv(self.k, self.stride, p, self.dilation)(nn.relu(x))
-        x = conv(self.C, 1)(x)
+        x = relu_dw_pw(x, self.k, self.stride, p, self.dilation, self.C, 0)
         return batch_norm(self.affine)(x, use_running_average=not train)
 
 

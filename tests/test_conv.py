@@ -157,14 +157,15 @@ def test_grad_of_grad(impl):
 
 @pytest.mark.parametrize("impl", IMPLS)
 def test_forward_mode(impl):
-    """jvp works except for 'shift_vjp', whose custom_vjp rules it out (documented)."""
+    """jvp works except for 'shift_vjp' and 'native', whose custom_vjp rules it out
+    (documented)."""
     x, w = _inputs((6, 7), k=3, seed=6)
 
     def jvp(impl):
         f = functools.partial(conv, padding=1, impl=impl)
         return jax.jvp(f, (x, w), (jnp.ones_like(x), jnp.ones_like(w)))[1]
 
-    if impl == "shift_vjp":
+    if impl in ("shift_vjp", "native"):
         with pytest.raises(TypeError, match="forward-mode"):
             jvp(impl)
     else:
