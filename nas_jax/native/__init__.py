@@ -119,6 +119,11 @@ def available() -> bool:
 
 def _call(target, shape, *args, stride, padding, dilation):
     """One custom call; `shape` is the result's shape, or a list of them."""
+    if not available():
+        raise RuntimeError(
+            f"nas_jax.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
+            "the build failed: see the log); use nas_jax.conv.depthwise_conv, which falls back"
+        )
     many = isinstance(shape, list)
     results = [jax.ShapeDtypeStruct(tuple(s), np.float32) for s in (shape if many else [shape])]
     out = jax.ffi.ffi_call(target, results if many else results[0], vmap_method="expand_dims")(
@@ -249,3 +254,51 @@ def _sep_grad_bwd(stride, padding, dilation, res, g):
 
 sep.defvjp(_sep_fwd, _sep_bwd)
 sep_grad.defvjp(_sep_grad_fwd, _sep_grad_bwd)
+
+
+def _macs(target: str, ins, outs) -> int:
+    """Multiply-adds of one of our custom calls from its operand and result shapes
+    (vmap axes included): the forward's k*k per output element, the same for each
+    gradient, plus the pointwise C*M per pixel in the fused op (whose backward also
+    recomputes the depthwise output)."""
+    prod = lambda shape: int(np.prod(shape, dtype=np.int64))
+    if target in ("nas_jax_depthwise_forward", "nas_jax_depthwise_input_grad"):
+        kh, kw = ins[1][-4:-2]
+        return kh * kw * prod(ins[0] if target.endswith("grad") else outs[0])
+    if target == "nas_jax_depthwise_kernel_grad":
+        kh, kw = outs[0][-4:-2]
+        return kh * kw * prod(ins[1])
+    kh, kw, _, c = ins[1][-4:]
+    m = ins[2][-1]
+    if target == "nas_jax_sep_forward":
+        return prod(outs[0][:-1]) * (kh * kw * c + c * m)
+    if target == "nas_jax_sep_backward":
+        return prod(ins[3][:-1]) * (3 * kh * kw * c + 2 * c * m)
+    return 0
+
+
+def flops(jaxpr) -> float:
+    """Flops of the nas_jax custom calls in a (Closed)Jaxpr, nested jaxprs included (scan
+    bodies times their length, the costliest branch of a cond): the work XLA's cost
+    analysis does not see. Other ops count 0."""
+    jaxpr = getattr(jaxpr, "jaxpr", jaxpr)
+    total = 0.0
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "ffi_call" and eqn.params.get("target_name") in _TARGETS:
+            ins = [v.aval.shape for v in eqn.invars]
+            outs = [v.aval.shape for v in eqn.outvars]
+            total += 2.0 * _macs(eqn.params["target_name"], ins, outs)
+            continue
+        for name, value in eqn.params.items():
+            values = value if isinstance(value, (list, tuple)) else [value]
+            subs = [v for v in values if hasattr(getattr(v, "jaxpr", v), "eqns")]
+            if not subs:
+                continue
+            counts = [flops(v) for v in subs]
+            if eqn.primitive.name == "cond" and name == "branches":
+                total += max(counts)
+            elif eqn.primitive.name == "scan":
+                total += sum(counts) * eqn.params["length"]
+            else:
+                total += sum(counts)
+    return total

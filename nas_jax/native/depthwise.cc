@@ -142,9 +142,10 @@ void Depthwise(const float* x, const float* w, float* out, const Conv& g) {
 }
 
 // acc[i, j, :] += sum_{o, q} x[o*s + i*d - p, q*s + j*d - p, :] * ct[o, q, :] for one
-// image (x through ReLU if kRelu), one tap at a time over its valid output ranges.
+// image (x through ReLU if kRelu), one tap at a time over its valid output ranges: the
+// general form, for kernel widths without a `KernelGradRows` instance.
 template <bool kRelu>
-void KernelGrad(const float* __restrict x, const float* __restrict ct, float* __restrict acc,
+void KernelGradTaps(const float* __restrict x, const float* __restrict ct, float* __restrict acc,
                 const Conv& g) {
   ForBlocks(g.c, [&]<int V>(int64_t c0) {
     using T = typename Vec<V>::T;
@@ -171,6 +172,62 @@ void KernelGrad(const float* __restrict x, const float* __restrict ct, float* __
       }
     }
   });
+}
+
+// KernelGrad for kernel width KW: per output row o and kernel row i, the KW column taps
+// sum over the row's interior columns in 2*KW register accumulators (each ct vector
+// loaded once for all KW taps); border columns check each tap.
+template <bool kRelu, int KW>
+void KernelGradRows(const float* __restrict x, const float* __restrict ct,
+                    float* __restrict acc, const Conv& g) {
+  ForBlocks(g.c, [&]<int V>(int64_t c0) {
+    using T = typename Vec<V>::T;
+    const int64_t C = g.c, sc = g.s * C, dc = g.d * C;
+    const Range a = TapRange(g.wo, g.w, -g.p, g.s);
+    const Range b = TapRange(g.wo, g.w, (KW - 1) * g.d - g.p, g.s);
+    const int64_t lo = std::min(std::max(a.lo, b.lo), g.wo);
+    const int64_t hi = std::max(lo, std::min(a.hi, b.hi));
+    for (int64_t i = 0; i < g.kh; ++i) {
+      const Range ro = TapRange(g.ho, g.h, i * g.d - g.p, g.s);
+      T s0[KW] = {}, s1[KW] = {};
+      float* arow = acc + i * KW * C + c0;
+      for (int64_t o = ro.lo; o < ro.hi; ++o) {
+        const float* xr = x + (o * g.s + i * g.d - g.p) * g.w * C + c0;
+        const float* cr = ct + o * g.wo * C + c0;
+        auto border = [&](int64_t q) {
+          const T cv = Load<V>(cr + q * C);
+          for (int j = 0; j < KW; ++j) {
+            int64_t col = q * g.s + j * g.d - g.p;
+            if (col >= 0 && col < g.w) s0[j] += LoadX<V, kRelu>(xr + col * C) * cv;
+          }
+        };
+        for (int64_t q = 0; q < lo; ++q) border(q);
+        int64_t q = lo;
+        for (; q + 2 <= hi; q += 2) {
+          const T c0v = Load<V>(cr + q * C), c1v = Load<V>(cr + (q + 1) * C);
+          const float* p0 = xr + (q * g.s - g.p) * C;
+#pragma GCC unroll 8
+          for (int j = 0; j < KW; ++j) {
+            s0[j] += LoadX<V, kRelu>(p0 + j * dc) * c0v;
+            s1[j] += LoadX<V, kRelu>(p0 + sc + j * dc) * c1v;
+          }
+        }
+        for (; q < g.wo; ++q) border(q);
+      }
+      for (int j = 0; j < KW; ++j) Store<V>(arow + j * C, Load<V>(arow + j * C) + s0[j] + s1[j]);
+    }
+  });
+}
+
+template <bool kRelu>
+void KernelGrad(const float* x, const float* ct, float* acc, const Conv& g) {
+  switch (g.kw) {
+    case 1: return KernelGradRows<kRelu, 1>(x, ct, acc, g);
+    case 3: return KernelGradRows<kRelu, 3>(x, ct, acc, g);
+    case 5: return KernelGradRows<kRelu, 5>(x, ct, acc, g);
+    case 7: return KernelGradRows<kRelu, 7>(x, ct, acc, g);
+    default: return KernelGradTaps<kRelu>(x, ct, acc, g);
+  }
 }
 
 // The input gradient of dw for one image: dx (h, w, c) from ct (ho, wo, c). At stride 1
