@@ -132,7 +132,8 @@ class Row:
 NOTES = """\
 ms/step: median milliseconds per unit of work (score_*: the whole pass over the batches).
 vs ref = reference seconds / these; the reference is PyTorch on 2 CPU threads (scoring: its
-one-batch time x batches). GFLOP per unit of work from XLA's cost analysis; '~' = estimated
+one-batch time x batches). GFLOP per unit of work from XLA's cost analysis (plus the native
+CPU kernels' multiply-adds, from their shapes: XLA cannot see into them); '~' = estimated
 from the reference's forward (NB201 31.2, s5 38.4 GFLOP at its sizes: compare fwd_masked).
 % peak: of the device's dense float32 peak, where known."""
 
