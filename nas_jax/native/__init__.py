@@ -1,4 +1,5 @@
-"""Native XLA:CPU kernels: the depthwise convolution as XLA FFI custom calls.
+"""Native XLA:CPU kernels as XLA FFI custom calls: the depthwise convolution, and DARTS's
+ReLU - depthwise - pointwise block fused into one call (`sep`, with its VJP `sep_grad`).
 
 `depthwise.cc` is compiled on first use with the system C++ compiler ($CXX, else
 `c++`) against the FFI headers jaxlib ships (`jax.ffi.include_dir()`), for this CPU
@@ -47,7 +48,10 @@ import numpy as np
 ENV_VAR = "NAS_JAX_NATIVE"
 CACHE_ENV_VAR = "NAS_JAX_NATIVE_CACHE"
 SOURCE = Path(__file__).with_name("depthwise.cc")
-FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-std=c++20", "-shared", "-fPIC")
+FLAGS = ("-O3", "-march=native", "-std=c++20", "-shared", "-fPIC") + (
+    # GCC and Clang may otherwise prefer 256-bit vectors on AVX-512 CPUs.
+    ("-mprefer-vector-width=512",) if platform.machine().lower() in ("x86_64", "amd64") else ()
+)
 _TARGETS = {
     "nas_jax_depthwise_forward": "NasJaxDepthwiseForward",
     "nas_jax_depthwise_input_grad": "NasJaxDepthwiseInputGrad",
