@@ -118,7 +118,7 @@ def test_vmap_broadcasts_unbatched_operands():
 def test_shapes_are_checked_in_the_kernel():
     x, w = _normal((2, 8, 8, C), 13), _normal((3, 3, 1, C), 14)
     ct = native.forward(x, w, 1, 1, 1)
-    with pytest.raises(Exception, match="output size disagrees"):
+    with pytest.raises(jax.errors.JaxRuntimeError, match="output size disagrees"):
         jax.block_until_ready(native.input_grad(ct, w, (2, 9, 8, C), 1, 1, 1))
 
 

@@ -78,29 +78,26 @@ def _flops(stage) -> float | None:
     return float(flops) if flops and flops > 0 else None
 
 
+def _native_flops(fn, *args) -> float:
+    """Flops of the native CPU kernels' custom calls in `fn(*args)`, which XLA's cost
+    analysis does not see (0 where they are not in use), from a separate trace."""
+    return native.flops(jax.make_jaxpr(fn)(*args)) if conv.native_active(jnp.float32) else 0.0
+
+
 def _count_flops(fn, *args) -> float | None:
-    """Flops of `fn(*args)` from XLA's cost analysis of its lowering, plus those of the
-    native CPU kernels' custom calls, which that analysis does not see."""
-    xla = _flops(jax.jit(fn).lower(*args))
-    extra = native.flops(jax.make_jaxpr(fn)(*args)) if conv.native_active(jnp.float32) else 0.0
-    return (xla or 0.0) + extra or None
+    """Flops of `fn(*args)`: XLA's cost analysis of its lowering plus `_native_flops`."""
+    return (_flops(jax.jit(fn).lower(*args)) or 0.0) + _native_flops(fn, *args) or None
 
 
 def _compile(jitted, *args):
     """AOT: (compiled, seconds to trace, lower and compile, flops)."""
-    extra = None
-    if conv.native_active(jnp.float32):
-        # Custom calls are invisible to XLA's cost analysis: counted from a separate trace
-        # of the unjitted function (before compiling, so its memory is freed and the jit's
-        # trace cache stays cold for the timed compile).
-        extra = native.flops(jax.make_jaxpr(jitted.__wrapped__)(*args))
+    # The unjitted function, before compiling: the trace's memory is freed and the jit's
+    # trace cache stays cold for the timed compile.
+    extra = _native_flops(jitted.__wrapped__, *args)
     t0 = time.perf_counter()
     compiled = jitted.lower(*args).compile()
     secs = time.perf_counter() - t0
-    flops = _flops(compiled)
-    if extra is not None:
-        flops = (flops or 0.0) + extra or None
-    return compiled, secs, flops
+    return compiled, secs, (_flops(compiled) or 0.0) + extra or None
 
 
 def _carry_state(compiled, state, *rest) -> Callable[[], None]:

@@ -130,8 +130,8 @@ def available() -> bool:
     return True
 
 
-def _call(target, shape, *args, stride, padding, dilation):
-    """One custom call; `shape` is the result's shape, or a list of them."""
+def _call(target, shape, args, stride, padding, dilation):
+    """One custom call on `args`; `shape` is the result's shape, or a list of them."""
     if not available():
         raise RuntimeError(
             f"nas_jax.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
@@ -139,10 +139,9 @@ def _call(target, shape, *args, stride, padding, dilation):
         )
     many = isinstance(shape, list)
     results = [jax.ShapeDtypeStruct(tuple(s), np.float32) for s in (shape if many else [shape])]
-    out = jax.ffi.ffi_call(target, results if many else results[0], vmap_method="expand_dims")(
+    return jax.ffi.ffi_call(target, results if many else results[0], vmap_method="expand_dims")(
         *args, stride=np.int64(stride), padding=np.int64(padding), dilation=np.int64(dilation)
     )
-    return out
 
 
 def _out_shape(x_shape, w_shape, stride, padding, dilation):
@@ -157,22 +156,19 @@ def _out_shape(x_shape, w_shape, stride, padding, dilation):
 def forward(x, w, stride, padding, dilation):
     """out = depthwise conv of x (N, H, W, C) with w (KH, KW, 1, C); float32."""
     shape = _out_shape(x.shape, w.shape, stride, padding, dilation)
-    geom = dict(stride=stride, padding=padding, dilation=dilation)
-    return _call("nas_jax_depthwise_forward", shape, x, w, **geom)
+    return _call("nas_jax_depthwise_forward", shape, (x, w), stride, padding, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def input_grad(ct, w, x_shape, stride, padding, dilation):
     """dx of `forward` for output cotangent ct; x_shape is the input's (N, H, W, C)."""
-    geom = dict(stride=stride, padding=padding, dilation=dilation)
-    return _call("nas_jax_depthwise_input_grad", tuple(x_shape), ct, w, **geom)
+    return _call("nas_jax_depthwise_input_grad", x_shape, (ct, w), stride, padding, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
 def kernel_grad(x, ct, w_shape, stride, padding, dilation):
     """dw of `forward` for output cotangent ct; w_shape is the kernel's (KH, KW, 1, C)."""
-    geom = dict(stride=stride, padding=padding, dilation=dilation)
-    return _call("nas_jax_depthwise_kernel_grad", tuple(w_shape), x, ct, **geom)
+    return _call("nas_jax_depthwise_kernel_grad", w_shape, (x, ct), stride, padding, dilation)
 
 
 def _forward_fwd(x, w, stride, padding, dilation):
@@ -232,16 +228,15 @@ def sep_reference(x, w, pw, stride, padding, dilation):
 def sep(x, w, pw, stride, padding, dilation):
     """pw(dw(relu(x))): x (N, H, W, C), w (KH, KW, 1, C), pw (C, M) -> (N, Ho, Wo, M)."""
     n, ho, wo, _ = _out_shape(x.shape, w.shape, stride, padding, dilation)
-    geom = dict(stride=stride, padding=padding, dilation=dilation)
-    return _call("nas_jax_sep_forward", (n, ho, wo, pw.shape[1]), x, w, pw, **geom)
+    shape = (n, ho, wo, pw.shape[1])
+    return _call("nas_jax_sep_forward", shape, (x, w, pw), stride, padding, dilation)
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
 def sep_grad(x, w, pw, ct, stride, padding, dilation):
     """(dx, dw, dpw) of `sep` for output cotangent ct, in one pass per image."""
-    geom = dict(stride=stride, padding=padding, dilation=dilation)
     shapes = [x.shape, w.shape, pw.shape]
-    return tuple(_call("nas_jax_sep_backward", shapes, x, w, pw, ct, **geom))
+    return tuple(_call("nas_jax_sep_backward", shapes, (x, w, pw, ct), stride, padding, dilation))
 
 
 def _sep_fwd(x, w, pw, stride, padding, dilation):

@@ -80,6 +80,14 @@ struct Conv {
   int64_t h, w, c, kh, kw, ho, wo, s, p, d;
 };
 
+// The output columns whose kw taps all lie inside the image: [lo, hi), lo <= wo.
+Range InteriorColumns(const Conv& g, int64_t kw) {
+  const Range a = TapRange(g.wo, g.w, -g.p, g.s);
+  const Range b = TapRange(g.wo, g.w, (kw - 1) * g.d - g.p, g.s);
+  const int64_t lo = std::min(std::max(a.lo, b.lo), g.wo);
+  return {lo, std::max(lo, std::min(a.hi, b.hi))};
+}
+
 // out_row[q * ldo + c0 : +V] = dw(x)[o, q, c0 : +V] for one output row o of one image
 // (x read through ReLU if kRelu). Columns whose taps are all inside the image go four at
 // a time (four independent FMA chains).
@@ -89,9 +97,7 @@ void DepthwiseRow(const float* __restrict x, const float* __restrict w,
                   int64_t o) {
   using T = typename Vec<V>::T;
   const int64_t C = g.c, sc = g.s * C;
-  const Range a = TapRange(g.wo, g.w, -g.p, g.s);
-  const Range b = TapRange(g.wo, g.w, (g.kw - 1) * g.d - g.p, g.s);
-  const int64_t lo = std::max(a.lo, b.lo), hi = std::max(lo, std::min(a.hi, b.hi));
+  const auto [lo, hi] = InteriorColumns(g, g.kw);
   int64_t i0 = 0, i1 = g.kh;  // row taps inside the image: contiguous
   while (i0 < g.kh && o * g.s + i0 * g.d - g.p < 0) ++i0;
   while (i1 > i0 && o * g.s + (i1 - 1) * g.d - g.p >= g.h) --i1;
@@ -107,7 +113,7 @@ void DepthwiseRow(const float* __restrict x, const float* __restrict w,
     }
     Store<V>(out_row + q * ldo + c0, acc);
   };
-  for (int64_t q = 0; q < std::min(lo, g.wo); ++q) pixel(q);
+  for (int64_t q = 0; q < lo; ++q) pixel(q);
   int64_t q = lo;
   for (; q + 4 <= hi; q += 4) {
     T a0 = {}, a1 = {}, a2 = {}, a3 = {};
@@ -183,10 +189,7 @@ void KernelGradRows(const float* __restrict x, const float* __restrict ct,
   ForBlocks(g.c, [&]<int V>(int64_t c0) {
     using T = typename Vec<V>::T;
     const int64_t C = g.c, sc = g.s * C, dc = g.d * C;
-    const Range a = TapRange(g.wo, g.w, -g.p, g.s);
-    const Range b = TapRange(g.wo, g.w, (KW - 1) * g.d - g.p, g.s);
-    const int64_t lo = std::min(std::max(a.lo, b.lo), g.wo);
-    const int64_t hi = std::max(lo, std::min(a.hi, b.hi));
+    const auto [lo, hi] = InteriorColumns(g, KW);
     for (int64_t i = 0; i < g.kh; ++i) {
       const Range ro = TapRange(g.ho, g.h, i * g.d - g.p, g.s);
       T s0[KW] = {}, s1[KW] = {};
