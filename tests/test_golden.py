@@ -138,9 +138,15 @@ def _run_search_case(config, workdir) -> dict:
 
 def _run_retrain_case(workdir) -> dict:
     out = {}
-    for name, g in (("darts_v2", "DARTS_V2"), ("nb201_cell", "|nor_conv_3x3~0|+|skip_connect~0|"
-                                                          "nor_conv_1x1~1|+|avg_pool_3x3~0|"
-                                                          "nor_conv_3x3~1|skip_connect~2|")):
+    for name, g in (
+        ("darts_v2", "DARTS_V2"),
+        (
+            "nb201_cell",
+            "|nor_conv_3x3~0|+|skip_connect~0|"
+            "nor_conv_1x1~1|+|avg_pool_3x3~0|"
+            "nor_conv_3x3~1|skip_connect~2|",
+        ),
+    ):
         config = load_config("evaluate", "dataset=digits,smoke")
         config.genotype = g
         pipeline.run(config, str(workdir / name))
@@ -157,8 +163,13 @@ CASES = {
     ),
     # Fixed uniform alphas (the method's own mixing weights in selection), PT-Mag, tuning.
     "fixed_uniform_pt_mag_tuned": lambda w: _run_search_case(
-        _quickstart("smoke,select=pt_mag", search__method="fixed_alpha",
-                    search__fixed_uniform=True, select__tune_epochs=2), w
+        _quickstart(
+            "smoke,select=pt_mag",
+            search__method="fixed_alpha",
+            search__fixed_uniform=True,
+            select__tune_epochs=2,
+        ),
+        w,
     ),  # fmt: skip
     # A two-seed sweep of the exact second-order method.
     "sweep2_darts_2nd": lambda w: _run_search_case(
