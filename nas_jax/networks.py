@@ -7,7 +7,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax import ops
+from nas_jax import families, ops
 from nas_jax.fusion import materialize
 from nas_jax.genotype import AnyGenotype, Genotype, NB201Genotype
 from nas_jax.supernet import ResNetBlock, reduction_layers
@@ -158,15 +158,20 @@ class NB201Network(nn.Module):
 def build_eval_network(
     genotype: AnyGenotype,
     *,
-    C: int = 36,
-    layers: int = 20,
+    C: int | None = None,
+    layers: int | None = None,
     num_classes: int = 10,
     auxiliary: bool = True,
     imagenet: bool = False,
 ) -> nn.Module:
-    if isinstance(genotype, NB201Genotype):
-        return NB201Network(genotype, C=C, num_classes=num_classes)
-    return DartsEvalNetwork(genotype, C, layers, num_classes, auxiliary, imagenet)
+    """The discrete network of `genotype`, built by its family; C and layers (NB201: cells
+    per stage) default to the family's evaluation network."""
+    fam = families.family_of(genotype)
+    C0, layers0 = fam.network_defaults
+    return fam.build_network(
+        genotype, C=C or C0, layers=layers or layers0, num_classes=num_classes,
+        auxiliary=auxiliary, imagenet=imagenet,
+    )  # fmt: skip
 
 
 def count_params(tree) -> int:

@@ -1,8 +1,9 @@
-"""Search spaces as data: the cell graph and the candidate ops of every edge.
+"""Search spaces as data: a family (the cell graph, `nas_jax.families`) and the candidate
+ops of every edge. Column order of the op lists is the alpha column order.
 
-DARTS family (SPEC 2.1/2.2): 4 intermediate nodes, 14 edges, node i+2 takes one
-mixed edge from every earlier state. NAS-Bench-201 (SPEC 2.3): 4 nodes, 6 edges,
-output = node 3. Column order of the op lists is the alpha column order.
+The registry `SPACES` holds the reference's spaces: DARTS `s1`-`s5` (SPEC 2.2; `s5` is
+the reference's 7-op space) and `darts8` (with `none`), and `nb201` (SPEC 2.3). A new
+space of an existing family is one `SPACES.register(...)` of a `SearchSpace`.
 """
 
 from __future__ import annotations
@@ -10,19 +11,9 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-DARTS_STEPS = 4
-DARTS_CONCAT = (2, 3, 4, 5)
-
-
-def _darts_edges() -> tuple[tuple[int, int], ...]:
-    """(target_state, input_state) per edge id, outer loop over nodes (SPEC 2.1)."""
-    return tuple((node + 2, j) for node in range(DARTS_STEPS) for j in range(node + 2))
-
-
-def _nb201_edges() -> tuple[tuple[int, int], ...]:
-    """(target, input) per edge id = position of 'i<-j' in sorted key order."""
-    keys = sorted(f"{i}<-{j}" for i in range(1, 4) for j in range(i))
-    return tuple((int(k[0]), int(k[-1])) for k in keys)
+from nas_jax import families
+from nas_jax.families import darts, nb201
+from nas_jax.registry import Registry
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +22,9 @@ class SearchSpace:
 
     Attributes:
       name: registry name.
-      family: 'darts' or 'nb201'.
+      family: the name of its `families.Family` ('darts' or 'nb201').
       cell_types: names of the cell types that own an alpha matrix.
-      edges: (target_state, input_state) per edge id.
+      edges: (target_state, input_state) per edge id (the family's).
       ops: per cell type, per edge, the op names (all edges have num_ops ops).
     """
 
@@ -72,18 +63,22 @@ class SearchSpace:
 
     @property
     def prunable_nodes(self) -> tuple[int, ...]:
-        """Target states that have more than two inputs (topology selection)."""
-        if self.family != "darts":
+        """Target states whose inputs topology selection prunes to two (DARTS family)."""
+        if not families.get_family(self.family).prunes_nodes:
             return ()
         return tuple(t for t, eids in self.node_edges.items() if len(eids) > 2)
+
+    def reduction_edges(self) -> tuple[bool, ...]:
+        """Per edge: True if it reads a cell input (stride 2 inside a reduction cell)."""
+        return tuple(j < 2 for _, j in self.edges)
 
 
 def _uniform(cell_types: Sequence[str], edges, ops: Sequence[str]) -> dict:
     return {t: tuple(tuple(ops) for _ in edges) for t in cell_types}
 
 
-DARTS_CELL_TYPES = ("normal", "reduce")
-_DARTS_EDGES = _darts_edges()
+DARTS_CELL_TYPES = darts.CELL_TYPES
+_DARTS_EDGES = darts.EDGES
 
 S5_OPS = (
     "max_pool_3x3",
@@ -95,7 +90,7 @@ S5_OPS = (
     "dil_conv_5x5",
 )
 DARTS8_OPS = ("none",) + S5_OPS
-NB201_OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+NB201_OPS = nb201.OPS
 
 # S1 differs per edge (SPEC 2.2 table); column order matters for alpha indexing.
 _S1_NORMAL = (
@@ -136,37 +131,22 @@ def _darts_space(name: str, ops: dict) -> SearchSpace:
     return SearchSpace(name, "darts", DARTS_CELL_TYPES, _DARTS_EDGES, ops)
 
 
-SPACES: dict[str, SearchSpace] = {
-    "s1": _darts_space("s1", {"normal": _S1_NORMAL, "reduce": _S1_REDUCE}),
-    "s2": _darts_space(
-        "s2", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("skip_connect", "sep_conv_3x3"))
+SPACES: Registry[SearchSpace] = Registry("search space")
+for _space in (
+    _darts_space("s1", {"normal": _S1_NORMAL, "reduce": _S1_REDUCE}),
+    _darts_space("s2", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("skip_connect", "sep_conv_3x3"))),
+    _darts_space(
+        "s3", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("none", "skip_connect", "sep_conv_3x3"))
     ),
-    "s3": _darts_space(
-        "s3",
-        _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("none", "skip_connect", "sep_conv_3x3")),
+    _darts_space("s4", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("noise", "sep_conv_3x3"))),
+    _darts_space("s5", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, S5_OPS)),
+    _darts_space("darts8", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, DARTS8_OPS)),
+    SearchSpace(
+        "nb201", "nb201", ("cell",), nb201.EDGES, _uniform(("cell",), nb201.EDGES, NB201_OPS)
     ),
-    "s4": _darts_space("s4", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, ("noise", "sep_conv_3x3"))),
-    "s5": _darts_space("s5", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, S5_OPS)),
-    "darts8": _darts_space("darts8", _uniform(DARTS_CELL_TYPES, _DARTS_EDGES, DARTS8_OPS)),
-    "nb201": SearchSpace(
-        "nb201",
-        "nb201",
-        ("cell",),
-        _nb201_edges(),
-        _uniform(("cell",), range(6), NB201_OPS),
-    ),
-}
+):
+    SPACES.register(_space.name, _space)
 
 
 def get_space(name: str) -> SearchSpace:
-    try:
-        return SPACES[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown search space {name!r}; accepted: {', '.join(sorted(SPACES))}"
-        ) from None
-
-
-def reduction_edges(space: SearchSpace) -> tuple[bool, ...]:
-    """Per edge: True if it reads a cell input (stride 2 inside a reduction cell)."""
-    return tuple(j < 2 for _, j in space.edges)
+    return SPACES.get(name)

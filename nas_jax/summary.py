@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 from absl import app, flags, logging
 
-from nas_jax import arch, genotype, networks, spaces, supernet
+from nas_jax import arch, families, genotype, networks, spaces, supernet
 
 _SPACE = flags.DEFINE_string("space", None, f"Search supernet: one of {sorted(spaces.SPACES)}.")
 _GENOTYPE = flags.DEFINE_string(
@@ -52,7 +52,7 @@ def summarize_supernet(space_name: str, *, C=16, layers=8, num_classes=10, resol
         "network": "supernet",
         "space": space.name,
         "channels": C,
-        "layers": layers if space.family == "darts" else None,
+        "layers": layers if families.get_family(space.family).prunes_nodes else None,
         "num_classes": num_classes,
         "params": networks.count_params(v["params"]),
         "batch_stats": networks.count_params(v.get("batch_stats", {})),
@@ -73,29 +73,26 @@ def summarize_genotype(
     resolution=None,
 ) -> dict:
     g = genotype.get_genotype(spec)
-    nb201 = isinstance(g, genotype.NB201Genotype)
-    C = C or (16 if nb201 else 48 if imagenet else 36)
-    layers = layers or (14 if imagenet else 20)
+    fam = families.family_of(g)
+    imagenet = imagenet and fam.auxiliary_head  # the ImageNet network is a DARTS network
+    C0, layers0 = (48, 14) if imagenet else fam.network_defaults
+    C, layers = C or C0, layers or layers0
     num_classes = num_classes or (1000 if imagenet else 10)
     resolution = resolution or (224 if imagenet else 32)
-    model = networks.build_eval_network(
-        g,
-        C=C,
-        layers=layers,
-        num_classes=num_classes,
-        auxiliary=auxiliary,
-        imagenet=imagenet,
+    auxiliary = bool(auxiliary and fam.auxiliary_head)
+    model = fam.build_network(
+        g, C=C, layers=layers, num_classes=num_classes, auxiliary=auxiliary, imagenet=imagenet
     )
     v = _variables(model, jnp.zeros((1, resolution, resolution, 3)), train=True)
     params = v["params"]
     main_params = {k: p for k, p in params.items() if "auxiliary" not in k}
     out = {
-        "network": "nb201" if nb201 else ("imagenet" if imagenet else "darts"),
+        "network": "imagenet" if imagenet else fam.name,
         "genotype": g.to_text(),
         "channels": C,
-        "layers": None if nb201 else layers,
+        "layers": layers,
         "num_classes": num_classes,
-        "auxiliary": bool(auxiliary and not nb201),
+        "auxiliary": auxiliary,
         "params": networks.count_params(params),
         "params_without_aux": networks.count_params(main_params),
     }

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax import ops, spaces
+from nas_jax import families, ops, spaces
+from nas_jax.families import darts, nb201
 from nas_jax.fusion import materialize
 
 ENV_VAR = "NAS_JAX_EDGE_BATCHING"
@@ -194,12 +195,12 @@ class DartsSearchCell(nn.Module):
             s0 = ops.ReLUConvBN(self.C, 1, affine=False, name="preprocess0")(s0, train)
         s1 = ops.ReLUConvBN(self.C, 1, affine=False, name="preprocess1")(s1, train)
         cell_type = "reduce" if self.reduction else "normal"
-        reads_input = spaces.reduction_edges(self.space)
+        reads_input = self.space.reduction_edges()
         edges = self.space.edges
         edge_ops = [self.space.edge_ops(cell_type, e) for e in range(len(edges))]
         strides = [2 if self.reduction and reads_input[e] else 1 for e in range(len(edges))]
         states = _cell_nodes(self, [s0, s1], edges, edge_ops, strides, self.C, True, w_ExK, train)
-        return jnp.concatenate([states[i] for i in spaces.DARTS_CONCAT], axis=-1)
+        return jnp.concatenate([states[i] for i in darts.CONCAT], axis=-1)
 
 
 class DartsSupernet(nn.Module):
@@ -237,7 +238,7 @@ class NB201SearchCell(nn.Module):
 
     @nn.compact
     def __call__(self, x, w_ExK, train: bool):
-        edges = spaces._nb201_edges()
+        edges = nb201.EDGES
         nodes = _cell_nodes(self, [x], edges, self.op_names, [1] * len(edges), self.C, False,
                             w_ExK, train)  # fmt: skip
         return nodes[-1]
@@ -292,8 +293,8 @@ def build_supernet(
     num_classes: int = 10,
     nb201_cells: int = 5,
 ) -> nn.Module:
-    """The supernet of a space. NB201 ignores `layers` (SPEC 4.3) and has `nb201_cells`
-    cells per stage (5 in the reference; fewer for smoke runs)."""
-    if space.family == "nb201":
-        return NB201Supernet(space, C=C, N=nb201_cells, num_classes=num_classes)
-    return DartsSupernet(space, C=C, layers=layers, num_classes=num_classes)
+    """The supernet of a space, built by its family. NB201 ignores `layers` (SPEC 4.3)
+    and has `nb201_cells` cells per stage (5 in the reference; fewer for smoke runs)."""
+    return families.get_family(space.family).build_supernet(
+        space, C=C, layers=layers, num_classes=num_classes, nb201_cells=nb201_cells
+    )

@@ -12,7 +12,7 @@ def test_darts_edge_table():
     assert targets == [2, 2, 3, 3, 3, 4, 4, 4, 4, 5, 5, 5, 5, 5]
     assert inputs == [0, 1, 0, 1, 2, 0, 1, 2, 3, 0, 1, 2, 3, 4]
     # Stride-2 edges of a reduction cell (SPEC 2.1).
-    stride2 = [e for e, r in enumerate(spaces.reduction_edges(space)) if r]
+    stride2 = [e for e, r in enumerate(space.reduction_edges()) if r]
     assert stride2 == [0, 1, 2, 3, 5, 6, 9, 10]
     assert space.node_edges[3] == (2, 3, 4) and space.node_edges[5] == (
         9,
@@ -73,5 +73,5 @@ def test_s5_column_order_and_darts8():
 
 
 def test_unknown_space_lists_accepted():
-    with pytest.raises(ValueError, match=r"'s9'.*accepted: darts8, nb201, s1"):
+    with pytest.raises(ValueError, match=r"'s9'.*accepted: s1, s2, s3, s4, s5, darts8, nb201"):
         spaces.get_space("s9")

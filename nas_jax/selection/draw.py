@@ -7,26 +7,14 @@ import os
 import shutil
 import subprocess
 
+from nas_jax import families
 from nas_jax import genotype as genotype_lib
-from nas_jax import spaces
 from nas_jax.reporting import logger
 
 
 def cell_edges(g: genotype_lib.AnyGenotype) -> dict[str, list[tuple[str, str, str]]]:
-    """Per cell: (from, to, op) with DARTS inputs named c_{k-2}, c_{k-1} and nodes 0..3."""
-    if isinstance(g, genotype_lib.NB201Genotype):
-        edges = spaces.get_space("nb201").edges
-        return {"cell": [(str(j), str(i), op) for (i, j), op in zip(edges, g.ops) if op != "none"]}
-    names = ["c_{k-2}", "c_{k-1}"] + [str(i) for i in range(spaces.DARTS_STEPS)]
-    out = {}
-    for cell, pairs, concat in (
-        ("normal", g.normal, g.normal_concat),
-        ("reduce", g.reduce, g.reduce_concat),
-    ):
-        edges = [(names[j], str(i // 2), op) for i, (op, j) in enumerate(pairs)]
-        edges += [(names[c], "c_{k}", "") for c in concat]
-        out[cell] = edges
-    return out
+    """Per cell: (from, to, op), as the genotype's family names its states."""
+    return families.family_of(g).cell_edges(g)
 
 
 def to_dot(g: genotype_lib.AnyGenotype) -> str:
