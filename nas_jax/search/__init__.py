@@ -10,14 +10,15 @@ state, metrics = step(state, train_batch, valid_batch, fold_in(key, i), sdarts_e
 
 from nas_jax.search.methods import (
     METHODS,
-    Method,
+    REQUIRED,
+    SearchMethod,
     SearchState,
     create_search_state,
     cross_entropy,
     get_method,
-    make_eval_step,
     make_forward,
     make_search_step,
+    register,
 )
 from nas_jax.search.optim import (
     arch_optimizer,
@@ -35,7 +36,8 @@ from nas_jax.search.perturb import (
 
 __all__ = [
     "METHODS",
-    "Method",
+    "REQUIRED",
+    "SearchMethod",
     "SearchState",
     "arch_optimizer",
     "clip_probs",
@@ -44,12 +46,12 @@ __all__ = [
     "create_search_state",
     "cross_entropy",
     "get_method",
-    "make_eval_step",
     "make_forward",
     "make_search_step",
     "perturbable_rows",
     "pgd_linf",
     "random_smoothing",
+    "register",
     "sdarts_epsilon",
     "weight_optimizer",
 ]

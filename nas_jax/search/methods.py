@@ -1,5 +1,9 @@
 """Search methods as data: one state, one step shape, a registry by name (SPEC 6.3-6.6).
 
+A method is a `SearchMethod` entry in `METHODS`: how its alphas become mixing weights,
+how the alpha gradient is taken, what perturbation the weight step sees, which options
+it takes. A new method is one entry (`register(SearchMethod(...))`), from any module.
+
 step = make_search_step(model, 'darts', weight_tx=..., arch_tx=...)
 state, metrics = jax.jit(step, donate_argnums=0)(state, train_batch, valid_batch,
                                                    jax.random.fold_in(key, i), epsilon)
@@ -11,7 +15,8 @@ Both forwards use batch statistics and write back running statistics, alpha step
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
 import jax
@@ -20,6 +25,7 @@ import optax
 
 from nas_jax import arch, spaces
 from nas_jax.init import init_variables
+from nas_jax.registry import Registry
 from nas_jax.search import arch_grads, perturb
 
 Batch = tuple[jax.Array, jax.Array]
@@ -59,51 +65,147 @@ def create_search_state(
     )
 
 
-class Method(NamedTuple):
-    """arch_grad: an `arch_grads` rule, or None for frozen alphas.
-    perturb: None, 'random' (SDARTS-RS) or 'pgd' (SDARTS-ADV)."""
+Weights = dict[str, jax.Array]
+REQUIRED = object()  # an option without a default: the method cannot run without it
 
+
+def mixing_from_alphas(arch_state: arch.ArchState, options: Mapping) -> Weights:
+    """softmax(alpha) on undecided rows, one-hot on decided ones, zero on pruned edges."""
+    del options
+    return arch.mixing_weights(arch_state)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchMethod:
+    """A bilevel search method, one registry entry.
+
+    name: the `search.method` value.
+    arch_grad: how the alpha gradient is taken (an `arch_grads` rule:
+        `(forward, params, batch_stats, arch_state, train_batch, valid_batch, key, xi) ->
+        (grad, batch_stats, metrics)`), or None: alphas are not trained.
+    mixing: `(arch_state, options) -> mixing weights`: how alphas become the weights
+        every forward of the weight step, and of selection, uses.
+    perturb: what the weight step sees instead of the clean weights, or None:
+        `(weights, rows, key, epsilon, attack_loss, options) -> (weights, metrics)` with
+        `attack_loss(weights, key)` the eval-mode loss on the train batch and `rows` the
+        perturbable rows per cell type (`perturb.perturbable_rows`).
+    options: the step options it accepts, name -> default (`REQUIRED` = no default).
+    from_config: `(config.search, lr_schedule) -> options` for a run.
+    check: raises ValueError (one line) for bad option values, or None.
+    description: one line for listings.
+    """
+
+    name: str
     arch_grad: Callable | None
-    perturb: str | None = None
+    mixing: Callable[[arch.ArchState, Mapping], Weights] = mixing_from_alphas
+    perturb: Callable | None = None
+    options: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    from_config: Callable[[Any, Callable], dict] = lambda search, lr_schedule: {}
+    check: Callable[[Mapping], None] | None = None
+    description: str = ""
 
 
-METHODS: dict[str, Method] = {
-    "darts": Method(arch_grads.first_order),
-    "darts_2nd": Method(arch_grads.second_order),
-    "darts_2nd_fd": Method(arch_grads.second_order_fd),
-    "sdarts_rs": Method(arch_grads.first_order, "random"),
-    "sdarts_adv": Method(arch_grads.first_order, "pgd"),
-    "fixed_alpha": Method(None),
-}
+METHODS: Registry[SearchMethod] = Registry("search method")
 
 
-def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise ValueError(
-            f"Unknown search method {name!r}; accepted: {', '.join(sorted(METHODS))}"
-        ) from None
+def register(method: SearchMethod) -> SearchMethod:
+    """Adds a method to `METHODS` under its name."""
+    return METHODS.register(method.name, method)
 
 
-def _check_options(name: str, method: Method, weight_lr, noise, pgd_steps, uniform) -> None:
-    unrolled = method.arch_grad in (arch_grads.second_order, arch_grads.second_order_fd)
-    if unrolled and weight_lr is None:
-        raise ValueError(f"Method {name!r} needs weight_lr (the virtual step's learning rate)")
-    misplaced = [
-        opt
-        for opt, given, used in (
-            ("weight_lr", weight_lr is not None, unrolled),
-            ("noise", noise is not None, method.perturb == "random"),
-            ("pgd_steps", pgd_steps is not None, method.perturb == "pgd"),
-            ("uniform", uniform, method.arch_grad is None),
-        )
-        if given and not used
-    ]
+def get_method(name: str) -> SearchMethod:
+    return METHODS.get(name)
+
+
+def resolve_options(method: SearchMethod, options: Mapping) -> dict:
+    """The method's options with defaults filled in; ValueError (one line) for options it
+    does not take, a required one missing, or a bad value its `check` rejects."""
+    misplaced = sorted(set(options) - set(method.options))
     if misplaced:
-        raise ValueError(f"Method {name!r} does not take option(s): {', '.join(misplaced)}")
-    if noise is not None and noise not in perturb.NOISES:
-        raise ValueError(f"Unknown SDARTS noise {noise!r}; accepted: {', '.join(perturb.NOISES)}")
+        raise ValueError(f"Method {method.name!r} does not take option(s): {', '.join(misplaced)}")
+    out = {**method.options, **options}
+    missing = [k for k, v in out.items() if v is REQUIRED]
+    if missing:
+        raise ValueError(f"Method {method.name!r} needs option(s): {', '.join(missing)}")
+    if method.check is not None:
+        method.check(out)
+    return out
+
+
+def options_from_config(search_config, lr_schedule) -> dict:
+    """The step options of `search_config.method`, checked."""
+    method = get_method(search_config.method)
+    return resolve_options(method, method.from_config(search_config, lr_schedule))
+
+
+# --------------------------------------------------------------------------------------
+# The reference's methods (SPEC 6.3-6.6)
+# --------------------------------------------------------------------------------------
+
+
+def _uniform_or_alphas(arch_state: arch.ArchState, options: Mapping) -> Weights:
+    """fixed_alpha: exactly 1/K on undecided rows with `uniform`, else softmax of the
+    frozen initial alphas (SPEC 6.6 [DIFF])."""
+    if options["uniform"]:
+        zeros = jax.tree.map(jnp.zeros_like, arch_state.alphas)
+        return arch.weights_from_alphas(zeros, arch_state.decided_op, arch_state.edge_kept)
+    return arch.mixing_weights(arch_state)
+
+
+def _random_smoothing(weights, rows, key, epsilon, attack_loss, options):
+    """SDARTS-RS: uniform (the code) or Gaussian (the paper) noise of radius epsilon."""
+    return perturb.random_smoothing(weights, rows, key, epsilon, options["noise"]), {}
+
+
+def _check_noise(options: Mapping) -> None:
+    if options["noise"] not in perturb.NOISES:
+        raise ValueError(
+            f"Unknown SDARTS noise {options['noise']!r}; accepted: {', '.join(perturb.NOISES)}"
+        )
+
+
+def _pgd(weights, rows, key, epsilon, attack_loss, options):
+    """SDARTS-ADV: PGD on the mixing weights, eval-mode BN with no write-back during the
+    attack (SPEC 6.5 pitfall)."""
+    k_start, k_fwd = jax.random.split(key)
+    return perturb.pgd_linf(
+        lambda w: attack_loss(w, k_fwd), weights, rows, k_start, epsilon, options["pgd_steps"]
+    )
+
+
+def _unrolled_options(search, lr_schedule) -> dict:
+    return {"weight_lr": lr_schedule}  # the virtual step follows the weight lr
+
+
+for _method in (
+    SearchMethod("darts", arch_grads.first_order, description="DARTS, first order"),
+    SearchMethod(
+        "darts_2nd", arch_grads.second_order, options={"weight_lr": REQUIRED},
+        from_config=_unrolled_options, description="DARTS, exact second order",
+    ),
+    SearchMethod(
+        "darts_2nd_fd", arch_grads.second_order_fd, options={"weight_lr": REQUIRED},
+        from_config=_unrolled_options,
+        description="DARTS, second order by finite differences (the paper's)",
+    ),
+    SearchMethod(
+        "sdarts_rs", arch_grads.first_order, perturb=_random_smoothing,
+        options={"noise": "uniform"},
+        from_config=lambda search, lr: {"noise": search.sdarts_noise}, check=_check_noise,
+        description="SDARTS random smoothing of the weight step's mixing weights",
+    ),
+    SearchMethod(
+        "sdarts_adv", arch_grads.first_order, perturb=_pgd, options={"pgd_steps": 7},
+        from_config=lambda search, lr: {"pgd_steps": search.pgd_steps},
+        description="SDARTS adversarial (PGD) perturbation of the mixing weights",
+    ),
+    SearchMethod(
+        "fixed_alpha", None, mixing=_uniform_or_alphas, options={"uniform": False},
+        from_config=lambda search, lr: {"uniform": search.fixed_uniform},
+        description="alphas frozen at their initial values (or exactly uniform)",
+    ),
+):  # fmt: skip
+    register(_method)
 
 
 def cross_entropy(logits_BxN: jax.Array, y_B: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -139,30 +241,25 @@ def make_forward(model) -> Callable:
 
 def make_search_step(
     model,
-    method: str,
+    method: str | SearchMethod,
     *,
     weight_tx: optax.GradientTransformation,
     arch_tx: optax.GradientTransformation,
-    weight_lr: float | Callable | None = None,
-    noise: str | None = None,
-    pgd_steps: int | None = None,
-    uniform: bool = False,
+    **options,
 ) -> Callable:
     """The pure step `(state, train_batch, valid_batch, key, epsilon) -> (state, metrics)`.
 
-    Options (each accepted only by the methods that use it):
-      weight_lr  darts_2nd*: xi of the virtual step, a float or a schedule of state.step
-                 (pass the weight optimizer's schedule).
-      noise      sdarts_rs: 'uniform' (default, the code) or 'gaussian' (the paper).
-      pgd_steps  sdarts_adv: attack steps, default 7.
-      uniform    fixed_alpha: mixing weights exactly 1/K on undecided rows instead of
-                 softmax of the frozen initial alphas (SPEC 6.6 [DIFF]).
-    `epsilon` is the SDARTS radius for this epoch (`sdarts_epsilon`); others ignore it.
+    `method` is a registered name or a `SearchMethod`; `options` are its step options
+    (`SearchMethod.options`), e.g. weight_lr (darts_2nd*: xi of the virtual step, a float
+    or a schedule of state.step), noise (sdarts_rs), pgd_steps (sdarts_adv), uniform
+    (fixed_alpha). `epsilon` is the perturbation radius of this epoch; methods without a
+    perturbation ignore it.
     Metrics: train_loss/acc, weight_grad_norm (before clipping); with an alpha step also
-    valid_loss/acc and arch_grad_norm; sdarts_adv adds adv_loss_before/after, adv_reverted.
+    valid_loss/acc and arch_grad_norm; a perturbation adds its own (sdarts_adv:
+    adv_loss_before/after, adv_reverted).
     """
-    m = get_method(method)
-    _check_options(method, m, weight_lr, noise, pgd_steps, uniform)
+    m = get_method(method) if isinstance(method, str) else method
+    opts = resolve_options(m, options)
     forward = make_forward(model)
 
     def step(state: SearchState, train_batch: Batch, valid_batch: Batch, key, epsilon):
@@ -172,7 +269,8 @@ def make_search_step(
         batch_stats = state.batch_stats
 
         if m.arch_grad is not None:  # (1) alpha step
-            xi = weight_lr(state.step) if callable(weight_lr) else weight_lr
+            xi = opts.get("weight_lr")
+            xi = xi(state.step) if callable(xi) else xi
             g, batch_stats, arch_metrics = m.arch_grad(
                 forward, state.params, batch_stats, arch_state, train_batch, valid_batch, k_arch, xi
             )
@@ -180,27 +278,17 @@ def make_search_step(
             arch_state = arch_state._replace(alphas=optax.apply_updates(arch_state.alphas, updates))
             metrics.update(arch_metrics, arch_grad_norm=arch_grads.global_norm(g))
 
-        if uniform:
-            zeros = jax.tree.map(jnp.zeros_like, arch_state.alphas)
-            weights = arch.weights_from_alphas(zeros, arch_state.decided_op, arch_state.edge_kept)
-        else:
-            weights = arch.mixing_weights(arch_state)
+        weights = m.mixing(arch_state, opts)
+        if m.perturb is not None:  # (2) the weight step sees perturbed weights
 
-        rows = perturb.perturbable_rows(arch_state)
-        if m.perturb == "random":  # (2) SDARTS: the weight step sees perturbed weights
-            weights = perturb.random_smoothing(
-                weights, rows, k_perturb, epsilon, noise or "uniform"
+            def attack_loss(w, k):
+                return forward(state.params, batch_stats, w, train_batch, k, False)[0]
+
+            rows = perturb.perturbable_rows(arch_state)
+            weights, perturb_metrics = m.perturb(
+                weights, rows, k_perturb, epsilon, attack_loss, opts
             )
-        elif m.perturb == "pgd":
-            k_start, k_fwd = jax.random.split(k_perturb)
-            # Eval-mode BN, no write-back, during the attack (SPEC 6.5 pitfall).
-            attack_loss = lambda w: forward(
-                state.params, batch_stats, w, train_batch, k_fwd, False
-            )[0]
-            weights, adv_metrics = perturb.pgd_linf(
-                attack_loss, weights, rows, k_start, epsilon, pgd_steps or 7
-            )
-            metrics.update(adv_metrics)
+            metrics.update(perturb_metrics)
         weights = jax.lax.stop_gradient(weights)
 
         def train_loss(params):  # (3) weight step
@@ -221,17 +309,3 @@ def make_search_step(
         return new_state, metrics
 
     return step
-
-
-def make_eval_step(model) -> Callable:
-    """`eval_step(state, batch, key=None) -> {'loss', 'acc'}`: BN running averages, the
-    state's mixing weights, nothing written back. `key` feeds the noise op (S4)."""
-    forward = make_forward(model)
-
-    def eval_step(state: SearchState, batch: Batch, key=None):
-        key = jax.random.key(0) if key is None else key
-        weights = arch.mixing_weights(state.arch)
-        loss, (acc, _) = forward(state.params, state.batch_stats, weights, batch, key, False)
-        return {"loss": loss, "acc": acc}
-
-    return eval_step
