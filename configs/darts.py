@@ -12,7 +12,7 @@ few steps: for tests). Stages default to search then select.
 TFDS datasets must be prepared in --config.data.data_dir (array_record format).
 """
 
-from nas_jax import config_lib, evaluation
+from nas_jax import config_lib, data
 
 
 def get_config(arg=None):
@@ -21,11 +21,12 @@ def get_config(arg=None):
     )
     c = config_lib.base_config()
     c.seed = 2
-    c.data.name = a.dataset
+    c.data.update(name=a.dataset, pad=data.DATASETS.get(a.dataset).pad)
     c.model.space = a.space
     c.search.update(method=a.method, epochs=50, checkpoint_every=10)
     c.select.method = a.select
-    c.evaluate.update(evaluation.protocol(a.dataset, a.smoke))  # when stages include evaluate
+    # The retraining protocol, used when stages include 'evaluate'.
+    c.evaluate.update(config_lib.evaluate_protocol(a.dataset, a.smoke))
     if a.smoke:
         c.model.update(C=4, layers=3)
         c.data.update(batch_size=8, eval_batches=2)

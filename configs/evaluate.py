@@ -18,7 +18,7 @@ GPU-days in the reference); dataset=digits (C=8, L=5, 10 epochs) about 45 s on t
 cores, about 87% test accuracy; a lookup takes a second. Writes W/result.json.
 """
 
-from nas_jax import config_lib, evaluation
+from nas_jax import config_lib, data
 
 
 def get_config(arg=None):
@@ -27,7 +27,8 @@ def get_config(arg=None):
     c.seed = 2  # the reference's eval scripts
     c.stages = ("evaluate",)
     c.data.name = "imagenet2012" if a.dataset == "imagenet" else a.dataset
-    c.data.pad = {"digits": 1, "imagenet16_120": 2}.get(a.dataset, 4)
+    if c.data.name in data.DATASETS:
+        c.data.pad = data.DATASETS.get(c.data.name).pad
     c.evaluate.method = a.method
-    c.evaluate.update(evaluation.protocol(a.dataset, a.smoke))
+    c.evaluate.update(config_lib.evaluate_protocol(a.dataset, a.smoke))
     return c

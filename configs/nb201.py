@@ -7,20 +7,19 @@ darts_2nd, darts_2nd_fd, sdarts_rs, sdarts_adv, fixed_alpha), select (pt, pt_mag
 magnitude; default pt), smoke (tests). Stages default to search then select.
 """
 
-from nas_jax import config_lib, evaluation
+from nas_jax import config_lib, data
 
 
 def get_config(arg=None):
     a = config_lib.parse_arg(arg, dataset="cifar10", method="darts", select="pt", smoke=False)
     c = config_lib.base_config()
     c.seed = 0
-    c.data.name = a.dataset
-    if a.dataset == "imagenet16_120":
-        c.data.pad = 2
+    c.data.update(name=a.dataset, pad=data.DATASETS.get(a.dataset).pad)
     c.model.update(space="nb201", C=16, nb201_cells=5)
     c.search.update(method=a.method, epochs=100, checkpoint_every=20)
     c.select.method = a.select
-    c.evaluate.update(evaluation.protocol(a.dataset, a.smoke))  # when stages include evaluate
+    # The retraining protocol, used when stages include 'evaluate'.
+    c.evaluate.update(config_lib.evaluate_protocol(a.dataset, a.smoke))
     if a.smoke:
         c.model.update(C=4, nb201_cells=1)
         c.data.update(batch_size=8, eval_batches=2)

@@ -9,18 +9,19 @@ Args (comma separated after ':'): `smoke` (a few steps, for tests), `space=NAME`
 checkpoints/, decisions.jsonl, genotype.json, genotype_magnitude.json and cells.png.
 """
 
-from nas_jax import config_lib, evaluation
+from nas_jax import config_lib, data
 
 
 def get_config(arg=None):
     a = config_lib.parse_arg(arg, smoke=False, space="nb201", select="pt")
     c = config_lib.base_config()
     c.seed = 0
-    c.data.update(name="digits", pad=1, batch_size=64)
+    c.data.update(name="digits", pad=data.DATASETS.get("digits").pad, batch_size=64)
     c.model.update(space=a.space, C=8, layers=5, nb201_cells=1)
     c.search.update(epochs=10, checkpoint_every=5)
     c.select.method = a.select
-    c.evaluate.update(evaluation.protocol("digits", a.smoke))  # when stages include evaluate
+    # The retraining protocol, used when stages include 'evaluate'.
+    c.evaluate.update(config_lib.evaluate_protocol("digits", a.smoke))
     if a.smoke:
         c.model.update(C=4, layers=3)
         c.data.update(batch_size=16, eval_batches=2)

@@ -67,13 +67,14 @@ def main() -> None:
     drop = jnp.float32(a.drop_path_prob / 2) if a.drop_path_prob else None
 
     t0 = time.perf_counter()
-    state, m = step(state, x, y, keys, drop)
+    inputs = {"drop_path_prob": drop}
+    state, m = step(state, keys, (x, y), inputs)
     jax.block_until_ready(m)
     first = time.perf_counter() - t0
     times = []
     for _ in range(a.steps):
         t0 = time.perf_counter()
-        state, m = step(state, x, y, keys, drop)
+        state, m = step(state, keys, (x, y), inputs)
         jax.block_until_ready(m)
         times.append(time.perf_counter() - t0)
     per_step = statistics.median(times)

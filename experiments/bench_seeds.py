@@ -1,7 +1,7 @@
 """Time the search step of a seed sweep (nas_jax/sweep.py): K seeds in one vmapped step
 vs K separate runs of the plain step, on the current backend.
 
-Rows: 'single' is the jitted step of a single run (loop.run_search); 'vmap K=k' is the
+Rows: 'single' is the jitted step of a single run (search.run.run_search); 'vmap K=k' is the
 sweep's `jit(vmap(step))` over k stacked states. Columns: first call (trace + compile +
 one step) in seconds, median ms per step after that, ms per seed-step, and the cost of
 the K-seed step relative to K single steps (< 1: the sweep is cheaper than K runs).
@@ -46,8 +46,9 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from nas_jax import config_lib, sweep
-    from nas_jax.search import loop, methods
+    from nas_jax import config_lib
+    from nas_jax.search import run as search_run
+    from nas_jax.train.loop import stack
 
     config = config_lib.base_config()
     config.model.update(space="nb201", C=a.C, nb201_cells=a.cells)
@@ -57,31 +58,24 @@ def main() -> None:
     n = 4 * a.batch
     x = lambda: jnp.asarray(rng.integers(0, 256, (n, a.image, a.image, 3), dtype=np.uint8))
     y = lambda: jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
-    sd = loop.SearchData(x(), y(), x(), y(), (0.5,) * 3, (0.25,) * 3, 10)
-    setup = loop.make_setup(config, sd)
-    step_fn = loop.make_train_step(setup, config, sd.mean, sd.std)
-    epsilon, cutout_prob = loop.epoch_inputs(config, 0)
-    sample_x = jnp.zeros((2, a.image, a.image, 3))
+    sd = search_run.SearchData(x(), y(), x(), y(), (0.5,) * 3, (0.25,) * 3, 10)
+    setup = search_run.make_setup(config, sd)
+    stage = search_run.SearchStage(config, setup, sd, [search_run.RunKeys.from_seed(0)])
+    step_fn, inputs = stage.step, stage.epoch_inputs(0)
 
     def states_and_keys(k):
-        keys = [loop.RunKeys.from_seed(s) for s in range(k)]
-        states = [
-            methods.create_search_state(
-                setup.model, rk.init, sample_x, setup.space, setup.weight_tx, setup.arch_tx
-            )
-            for rk in keys
-        ]
-        return states, keys
+        keys = [search_run.RunKeys.from_seed(s) for s in range(k)]
+        return [search_run.create_state(setup, rk, sd) for rk in keys], keys
 
     def time_steps(fn, state, keys):
         t0 = time.perf_counter()
-        state, m = fn(state, sd, keys, epsilon, cutout_prob)
+        state, m = fn(state, keys, sd, inputs)
         jax.block_until_ready((state, m))
         first = time.perf_counter() - t0
         runs = []
         for _ in range(a.steps):
             t0 = time.perf_counter()
-            state, m = fn(state, sd, keys, epsilon, cutout_prob)
+            state, m = fn(state, keys, sd, inputs)
             jax.block_until_ready((state, m))
             runs.append(time.perf_counter() - t0)
         return first, 1e3 * statistics.median(runs)
@@ -93,8 +87,8 @@ def main() -> None:
     rows.append({"mode": "single", "K": 1, "first_s": first, "ms_step": ms})
     for k in (int(s) for s in a.ks.split(",")):
         states, keys = states_and_keys(k)
-        fn = jax.jit(jax.vmap(step_fn, in_axes=(0, None, 0, None, None)), donate_argnums=0)
-        first, ms = time_steps(fn, sweep.stack(states), sweep.stack(keys))
+        fn = jax.jit(jax.vmap(step_fn, in_axes=(0, 0, None, None)), donate_argnums=0)
+        first, ms = time_steps(fn, stack(states), stack(keys))
         rows.append({"mode": f"vmap K={k}", "K": k, "first_s": first, "ms_step": ms})
     for r in rows:
         r["ms_seed_step"] = r["ms_step"] / r["K"]

@@ -123,10 +123,6 @@ def prune_node(
     )
 
 
-def undecided_edges(arch: ArchState, cell_type: str) -> list[int]:
-    return [int(e) for e in jnp.nonzero(arch.decided_op[cell_type] < 0)[0]]
-
-
 def undecided_nodes(arch: ArchState, space: spaces.SearchSpace, cell_type: str) -> list[int]:
     if not space.prunable_nodes:
         return []

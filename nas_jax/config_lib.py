@@ -1,4 +1,5 @@
-"""Config-file helpers: the ':arg' suffix parser and validation with one-line errors."""
+"""The configuration's bottom layer: every section's defaults, the ':arg' suffix parser
+and the one-line error helpers. It imports no stage (the stages import it)."""
 
 from __future__ import annotations
 
@@ -101,10 +102,93 @@ def base_config() -> ml_collections.ConfigDict:
         fixed_uniform=False,  # fixed_alpha: exactly uniform weights instead of frozen init
         checkpoint_every=10,
     )
-    from nas_jax.selection.run import default_config as select_defaults  # no import cycle
-
     c.select = select_defaults()  # used when 'select' is in stages (SPEC 7)
-    from nas_jax.evaluation.run import default_config as evaluate_defaults
-
     c.evaluate = evaluate_defaults()  # used when 'evaluate' is in stages (SPEC 8)
+    # Backend settings of the compiled programs (nas_jax/kernels): 'auto' = the measured
+    # best for the backend, or the NAS_JAX_* environment override. Resolved once when a
+    # run starts; config.json records what was resolved.
+    c.kernels = dict(depthwise="auto", materialize="auto", malloc="auto")
     return c
+
+
+def select_defaults() -> ml_collections.ConfigDict:
+    """Defaults of `config.select` (the reference's PT, SPEC 7, 15)."""
+    return ml_collections.ConfigDict(
+        dict(
+            method="pt",  # a registered selector: 'pt', 'pt_mag', 'magnitude' (DARTS), ...
+            criterion="acc",  # op decision: 'acc' (argmin acc when removed) or 'loss'
+            edge_criterion="acc",  # topology decision, same choices
+            topology="iterative",  # the reference's elimination; 'one_shot' = the paper's
+            edge_order="random",  # 'random' (from the seed), 'fixed', 'reverse'
+            tune_epochs=5,  # the reference's proj_intv; 0 = no tuning
+            tune_lr_factor=0.1,  # tuning lr = search.lr * factor
+            tune_schedule="constant",  # the reference (its cosine is never stepped); 'cosine'
+            eval_batches=0,  # batches per scoring pass; 0 = the whole valid half
+            score_chunk=0,  # variants scored at once; 0 = all (vmap)
+            write_back_stats=False,  # True = scoring updates BN running stats (reference)
+            log_accuracy=True,  # log the supernet's accuracy before/after every decision
+        )
+    )
+
+
+def evaluate_defaults() -> ml_collections.ConfigDict:
+    """Defaults of `config.evaluate`: the DARTS CIFAR-10 protocol (SPEC 8.1, 15)."""
+    return ml_collections.ConfigDict(
+        dict(
+            method="auto",  # 'auto' | 'lookup' | 'retrain' (see nas_jax/evaluation/run.py)
+            nb201_table="",  # NB201 lookup: CSV arch,cifar10,cifar100,ImageNet16-120
+            nb201_source="csv",  # or 'nats_bench' (nb201_table = the NATS-Bench file path)
+            C=36,
+            layers=20,
+            auxiliary=True,
+            auxiliary_weight=0.4,
+            drop_path_prob=0.2,  # ramped linearly: p_e = p * e / epochs; 0 = off
+            imagenet=False,  # the ImageNet network (SPEC 4.2)
+            nb201_C=16,  # retraining an NB201 cell: the benchmark's network size
+            nb201_cells=5,
+            epochs=600,
+            steps_per_epoch=0,  # 0 = ceil(train split / batch) (521 for CIFAR-10)
+            batch_size=96,
+            sampler="epoch",  # the reference's shuffled loader; 'iid' = independent batches
+            lr=0.025,
+            lr_min=0.0,
+            lr_schedule="cosine",  # per epoch; 'exponential' = lr * lr_gamma**epoch
+            lr_gamma=0.97,
+            momentum=0.9,
+            weight_decay=3e-4,
+            grad_clip=5.0,
+            label_smoothing=0.0,
+            cutout_length=16,  # 0 = off; applied with fixed probability cutout_prob
+            cutout_prob=1.0,
+            eval_every=1,  # test every n epochs (the reference: 1); the last epoch always
+            eval_batches=0,  # 0 = the whole test split; n = the first n batches (smoke runs)
+            checkpoint_every=10,  # epochs
+        )
+    )
+
+
+# Overrides of the evaluate defaults per dataset (SPEC 8.1-8.3, 15), for the config files:
+# c.evaluate.update(evaluate_protocol(dataset, smoke)).
+_PROTOCOLS = {
+    "cifar10": {},  # SPEC 8.1 = the defaults (also for image_folder)
+    "image_folder": {},
+    "cifar100": dict(C=16, layers=8),  # SPEC 8.2 (R-DARTS protocol)
+    "svhn_cropped": dict(C=16, layers=8),
+    # Not a reference protocol: 16 px images are too small for the aux head.
+    "imagenet16_120": dict(C=16, layers=8, auxiliary=False),
+    # The 8x8 digits (quickstart): a small network, minutes on a CPU.
+    "digits": dict(C=8, layers=5, auxiliary=False, cutout_length=4, epochs=10, batch_size=64),
+    "imagenet": dict(  # SPEC 8.3 (train_imagenet.py defaults)
+        imagenet=True, C=48, layers=14, auxiliary=False, drop_path_prob=0.0, epochs=250,
+        batch_size=128, lr=0.1, lr_schedule="exponential", lr_gamma=0.97, weight_decay=3e-5,
+        label_smoothing=0.1, cutout_length=0,
+    ),
+}  # fmt: skip
+_EVALUATE_SMOKE = dict(C=4, layers=3, nb201_C=4, nb201_cells=1, epochs=2, steps_per_epoch=2,
+                       batch_size=8, eval_batches=2, checkpoint_every=1)  # fmt: skip
+
+
+def evaluate_protocol(dataset: str, smoke: bool = False) -> dict:
+    """`config.evaluate` overrides for retraining on `dataset` (smoke: tiny and short)."""
+    check_choice("dataset", dataset, _PROTOCOLS)
+    return {**_PROTOCOLS[dataset], **(_EVALUATE_SMOKE if smoke else {})}

@@ -7,8 +7,12 @@ r"""Entry point.
       0-3 in one program: W/seed_<k>/ (single-run workdirs) and W/summary.json
 
 Rerunning the same command on the same workdir resumes from the latest checkpoint.
+Bad input (a config arg, key or value, a missing dataset or genotype) ends with one
+`error:` line and exit status 2 before anything is written; a run whose training
+diverges (a NaN or infinite loss) ends with one line and exit status 1.
 """
 
+import re
 import sys
 
 from absl import app, flags
@@ -21,21 +25,56 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metr
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def _fail(message: str, code: int = 2):
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def _last_line(text: str) -> str:
+    """The last line of an error text that embeds a traceback, without the exception's
+    class name."""
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    last = lines[-1] if lines else text
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing, with config errors as one `error:` line (exit 2)."""
+    try:
+        rest = flags.FLAGS(argv)
+        _CONFIG.value.keys()  # a config file that failed to load raises here
+        return rest
+    except (AttributeError, KeyError) as e:  # an override of a key the config lacks
+        text = str(e)
+        key = re.search(r"'(\w+)", text)
+        key = key.group(1) if key else text
+        hint = re.search(r'Did you mean "(\w+)"', text)
+        flag = [a.split("=")[0] for a in argv if re.match(rf"--config\.(.+\.)?{key}=", a)]
+        where = f"{flag[0]}: " if flag else ""
+        _fail(
+            f"{where}unknown config key {key!r}"
+            + (f"; did you mean {hint.group(1)!r}?" if hint else "")
+        )
+    except (flags.Error, OSError) as e:
+        _fail(_last_line(str(e)))
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from nas_jax import evaluation, host, pipeline, reporting  # after flag parsing: fast --help
+    # After flag parsing: --help stays fast.
+    from nas_jax import evaluation, host, pipeline, reporting
+    from nas_jax.train.loop import NonFiniteError
 
     host.configure_allocator()  # before the first computation: XLA:CPU's buffers reused
     reporting.setup_logging()
-
     try:
-        pipeline.validate(_CONFIG.value)
         pipeline.run(_CONFIG.value, _WORKDIR.value)
     except (config_lib.ConfigError, evaluation.BenchmarkError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _fail(str(e))
+    except NonFiniteError as e:
+        _fail(str(e), code=1)
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

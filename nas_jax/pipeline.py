@@ -1,10 +1,16 @@
 """Runs the stages a config lists: search, select, evaluate (in that order), for one seed or,
-with config.num_seeds = K > 1, for a batched sweep of K seeds (nas_jax/sweep.py)."""
+with config.num_seeds = K > 1, for a batched sweep of K seeds (nas_jax/sweep.py).
+
+Order of work: validate the config against the registries, resolve every input (the
+genotype to evaluate, the datasets), and only then write into the workdir, so a bad
+value or a missing dataset ends with one `ConfigError` line and nothing written.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+from typing import NamedTuple
 
 import jax
 
@@ -13,14 +19,17 @@ from nas_jax import (
     config_lib,
     data,
     evaluation,
+    families,
     genotype,
     precision,
     selection,
     spaces,
     sweep,
 )
+from nas_jax.evaluation import retrain
 from nas_jax.reporting import logger, write_json
-from nas_jax.search import loop, methods
+from nas_jax.search import methods
+from nas_jax.search import run as search_run
 
 STAGES = ("search", "select", "evaluate")
 
@@ -36,16 +45,21 @@ def validate(config) -> None:
         chk("stages", st, STAGES)
     if list(stages) != sorted(stages, key=STAGES.index):
         raise config_lib.ConfigError(f"stages={stages} must follow the order {STAGES}")
-    if "evaluate" in stages:
-        evaluation.validate_config(config)
-    chk("data.name", config.data.name, data.LOADERS)
-    chk("data.sampler", config.data.sampler, data.SAMPLERS)
     chk("model.space", config.model.space, spaces.SPACES)
+    if "evaluate" in stages:  # first: it explains ImageNet's missing pipeline
+        evaluation.validate_config(config)
+    chk("data.name", config.data.name, data.DATASETS)
+    chk("data.sampler", config.data.sampler, data.SAMPLERS)
     chk("compute_dtype", config.compute_dtype, precision.DTYPES)
     chk("search.method", config.search.method, methods.METHODS)
-    chk("search.sdarts_noise", config.search.sdarts_noise, ("uniform", "gaussian"))
-    if config.data.name == "image_folder" and not config.data.folder:
-        raise config_lib.ConfigError("data.name='image_folder' needs --config.data.folder=PATH")
+    try:  # the method's own options (e.g. search.sdarts_noise for sdarts_rs)
+        methods.options_from_config(config.search, config.search.lr)
+    except ValueError as e:
+        raise config_lib.ConfigError(f"search.method={config.search.method!r}: {e}") from None
+    if data.DATASETS.get(config.data.name).needs_folder and not config.data.folder:
+        raise config_lib.ConfigError(
+            f"data.name={config.data.name!r} needs --config.data.folder=PATH"
+        )
     if not 0.0 < config.data.train_portion < 1.0:
         raise config_lib.ConfigError(
             f"data.train_portion={config.data.train_portion} must be in (0, 1)"
@@ -54,29 +68,69 @@ def validate(config) -> None:
                  "search.checkpoint_every", "model.nb201_cells"):  # fmt: skip
         section, key = name.split(".")
         config_lib.check_positive(name, config[section][key])
-    if "select" in stages:
-        selection.validate_config(config)
     if config.model.C % 2:
         raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
+    if "select" in stages:
+        selection.validate_config(config)
+
+
+class Inputs(NamedTuple):
+    """What a run reads, resolved before anything is written."""
+
+    search_data: search_run.SearchData | None
+    eval_data: retrain.EvalData | None
+    genotypes: list  # per member: the genotype evaluate alone reads, or None
 
 
 def run(config, workdir: str) -> dict | None:
     """Runs the stages; returns result.json's content when 'evaluate' ran (a sweep:
     summary.json's content)."""
     validate(config)
-    if config.num_seeds > 1:
-        return _run_sweep(config, workdir)
-    searching = bool({"search", "select"} & set(config.stages))
-    # Evaluating alone: the genotype must exist before anything is written.
-    g = None if searching else evaluation.resolve_genotype(config, workdir)
+    members = sweep.members(config, workdir) if config.num_seeds > 1 else None
+    inputs = _resolve_inputs(config, workdir, members)
     _prepare(config, workdir)
-    if searching:
-        _search_and_select(config, workdir)
+    if members is not None:
+        return _run_sweep(config, workdir, members, inputs)
+    if {"search", "select"} & set(config.stages):
+        state, setup, search_data = search_run.run_search(config, workdir, inputs.search_data)
+        _finish_search(config, workdir, state, setup, search_data)
     if "evaluate" in config.stages:
-        return evaluation.run_evaluate(
-            config, workdir, g or evaluation.resolve_genotype(config, workdir)
-        )
+        g = inputs.genotypes[0] or evaluation.resolve_genotype(config, workdir)
+        return evaluation.run_evaluate(config, workdir, g, eval_data=inputs.eval_data)
     return None
+
+
+def _resolve_inputs(config, workdir: str, members) -> Inputs:
+    searching = bool({"search", "select"} & set(config.stages))
+    evaluating = "evaluate" in config.stages
+    # Evaluating alone: the genotype must exist before anything is written.
+    places = [(m.config, m.workdir) for m in members] if members else [(config, workdir)]
+    gs = [None if searching or not evaluating else evaluation.resolve_genotype(c, w)
+          for c, w in places]  # fmt: skip
+    retraining = evaluating and _retrains(config, gs[0])
+    try:
+        train = test = None
+        if searching or retraining:
+            kwargs = search_run.dataset_kwargs(config.data)
+            train = data.load_dataset(config.data.name, "train", **kwargs)
+            if retraining:
+                test = data.load_dataset(config.data.name, "test", **kwargs)
+    except (data.DatasetNotPreparedError, ValueError) as e:
+        raise config_lib.ConfigError(f"data.name={config.data.name!r}: {e}") from None
+    search_data = search_run.search_data_from(train, config.data) if searching else None
+    eval_data = retrain.eval_data_from(train, test) if retraining else None
+    return Inputs(search_data, eval_data, gs)
+
+
+def _retrains(config, g) -> bool:
+    """Whether the evaluate stage retrains (and needs the train and test splits), as
+    `evaluation.resolve_method` will decide; before a search, its space's family."""
+    ev = config.evaluate
+    if ev.method != "auto":
+        return ev.method == "retrain"
+    space = spaces.get_space(config.model.space)
+    fam = families.family_of(g) if g is not None else families.get_family(space.family)
+    return not (fam.benchmark_lookup and ev.nb201_table)
 
 
 def _prepare(config, workdir: str) -> None:
@@ -87,38 +141,27 @@ def _prepare(config, workdir: str) -> None:
     write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
 
 
-def _run_sweep(config, workdir: str) -> dict:
+def _run_sweep(config, workdir: str, members, inputs: Inputs) -> dict:
     """The search of all seeds at once (vmapped); selection and evaluation seed by seed."""
-    members = sweep.members(config, workdir)
-    searching = bool({"search", "select"} & set(config.stages))
-    gs = [None if searching else evaluation.resolve_genotype(m.config, m.workdir)
-          for m in members]  # fmt: skip
-    _prepare(config, workdir)
     for m in members:
         os.makedirs(m.workdir, exist_ok=True)
         write_json(
             os.path.join(m.workdir, "config.json"), json.loads(m.config.to_json_best_effort())
         )
-    if searching:
-        states, setup, search_data = sweep.run_search_sweep(config, members)
+    if {"search", "select"} & set(config.stages):
+        states, setup, search_data = sweep.run_search_sweep(config, members, inputs.search_data)
         for m, state in zip(members, states, strict=True):
             logger.info("Seed %d (%s):", m.seed, m.workdir)
             _finish_search(m.config, m.workdir, state, setup, search_data)
     if "evaluate" in config.stages:
-        for m, g in zip(members, gs, strict=True):
+        for m, g in zip(members, inputs.genotypes, strict=True):
             g = g or evaluation.resolve_genotype(m.config, m.workdir)
-            evaluation.run_evaluate(m.config, m.workdir, g)
+            evaluation.run_evaluate(m.config, m.workdir, g, eval_data=inputs.eval_data)
     return sweep.summarize(workdir, members)
 
 
-def _search_and_select(config, workdir: str) -> None:
-    # A finished search is restored, not redone ('select' alone needs a searched supernet).
-    state, setup, search_data = loop.run_search(config, workdir)
-    _finish_search(config, workdir, state, setup, search_data)
-
-
 def _finish_search(config, workdir: str, state, setup, search_data) -> None:
-    """PT selection when 'select' is a stage, else the magnitude genotype of the search."""
+    """Selection when 'select' is a stage, else the magnitude genotype of the search."""
     if "select" in config.stages:
         selection.run_select(config, workdir, state, setup, search_data)  # logs the genotype
     else:

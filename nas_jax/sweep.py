@@ -34,17 +34,15 @@ from __future__ import annotations
 import json
 import math
 import os
-import time
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import config_lib
 from nas_jax.checkpoint import Checkpointer
 from nas_jax.reporting import MetricsWriter, Progress, logger, write_json
-from nas_jax.search import loop, methods
+from nas_jax.search import run as search_run
+from nas_jax.train import loop as loop_lib
 
 # Per-run bookkeeping that is the same for every seed or is not a result.
 _NOT_RESULTS = frozenset({"epoch", "step", "seconds", "lr", "epsilon", "wall_seconds",
@@ -76,20 +74,6 @@ def members(config, workdir: str) -> list[Member]:
     return out
 
 
-@jax.jit
-def stack(trees: list):
-    """Trees of equal structure -> one tree with a leading axis of len(trees)."""
-    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
-
-
-@jax.jit
-def unstack(tree) -> list:
-    """A stacked tree -> the list of its members' trees (one jitted call: slicing leaf by
-    leaf eagerly costs a dispatch, and on first use a compilation, per leaf)."""
-    k = jax.tree.leaves(tree)[0].shape[0]
-    return [jax.tree.map(lambda x: x[i], tree) for i in range(k)]
-
-
 def _restore_common(ckpts: list[Checkpointer], fresh: list) -> tuple[list, int]:
     """Each member's state at the latest search checkpoint that all members have."""
     steps = [set(c.all_steps()) for c in ckpts]
@@ -109,73 +93,38 @@ def _restore_common(ckpts: list[Checkpointer], fresh: list) -> tuple[list, int]:
     return [state for state, _ in restored], epoch
 
 
-def run_search_sweep(config, sweep: list[Member], search_data: loop.SearchData | None = None):
+def run_search_sweep(config, sweep: list[Member], search_data: search_run.SearchData | None = None):
     """The search stage of all members at once (or resumed, or skipped when finished).
 
     Returns (member states, setup, search data): the states unstacked, in member order.
     """
-    search_data = search_data or loop.load_search_data(config.data)
-    setup = loop.make_setup(config, search_data)  # the seed does not enter the setup
-    s, mean, std = config.search, search_data.mean, search_data.std
-    member_keys = [loop.RunKeys.from_seed(m.seed) for m in sweep]
-    sample_x = jnp.zeros((2, *search_data.train_x.shape[1:]), jnp.float32)
-    fresh = [
-        methods.create_search_state(
-            setup.model, k.init, sample_x, setup.space, setup.weight_tx, setup.arch_tx
-        )
-        for k in member_keys
-    ]
+    search_data = search_data or search_run.load_search_data(config.data)
+    setup = search_run.make_setup(config, search_data)  # the seed does not enter the setup
+    member_keys = [search_run.RunKeys.from_seed(m.seed) for m in sweep]
+    fresh = [search_run.create_state(setup, k, search_data) for k in member_keys]
     ckpts = [Checkpointer(os.path.join(m.workdir, "checkpoints")) for m in sweep]
     states, start_epoch = _restore_common(ckpts, fresh)
-    state_K = stack(states)
-    keys_K = stack(member_keys)
     start_step = start_epoch * setup.steps_per_epoch
     writers = [MetricsWriter(m.workdir) for m in sweep]
     for w in writers:
         w.truncate_after("epoch", start_epoch)
-    # Data, epsilon and cutout probability are shared: only state and keys carry the seed.
-    train_step = jax.jit(
-        jax.vmap(loop.make_train_step(setup, config, mean, std), in_axes=(0, None, 0, None, None)),
-        donate_argnums=0,
-    )
-    evaluate = loop.make_evaluate(setup, config, mean, std)
     progress = Progress("sweep search", setup.total_steps, start_step, config.log_every_seconds)
     if start_step >= setup.total_steps:
         logger.info("Sweep search already finished (%d steps); not redone.", setup.total_steps)
-    step = start_step
-    for epoch in range(start_epoch, s.epochs):
-        t0 = time.time()
-        epsilon, cutout_prob = loop.epoch_inputs(config, epoch)
-        sums_K = None
-        for _ in range(setup.steps_per_epoch):
-            state_K, metrics_K = train_step(state_K, search_data, keys_K, epsilon, cutout_prob)
-            sums_K = metrics_K if sums_K is None else jax.tree.map(jnp.add, sums_K, metrics_K)
-            step += 1
-            progress.maybe_report(step, {"epoch": epoch})
-        seconds = time.time() - t0  # the whole sweep's epoch time, in every member's record
-        states, member_sums = unstack(state_K), unstack(sums_K)
-        accs = []
-        for m, keys, writer in zip(sweep, member_keys, writers, strict=True):
-            state, sums = states[m.index], member_sums[m.index]
-            try:
-                loop.check_finite(sums, epoch, step)
-            except FloatingPointError as e:
-                raise FloatingPointError(f"seed {m.seed} ({m.workdir}): {e}") from None
-            record = loop.epoch_record(
-                state, sums, epoch, epsilon, seconds,
-                setup=setup, config=m.config, evaluate=evaluate, search_data=search_data,
-                keys=keys,
-            )  # fmt: skip
-            writer.write(step, record)
-            accs.append(record["valid_eval_acc"])
-        report = {"epoch": epoch, "valid_acc_mean": float(np.mean(accs))}
-        progress.maybe_report(step, {**report, "valid_acc_min": min(accs)}, force=True)
-        if epoch + 1 == s.epochs or (epoch + 1) % s.checkpoint_every == 0:
-            for ckpt, state in zip(ckpts, states, strict=True):
-                ckpt.save(step, state, {"epoch": epoch + 1, "stage": "search"})
-    for closable in (*writers, *ckpts):
-        closable.close()
-    return unstack(state_K), setup, search_data
+    # Data and epoch inputs are shared: only the states and the keys carry the seed.
+    stage = search_run.SearchStage(config, setup, search_data, member_keys)
+    runs = [
+        loop_lib.RunFiles(w, c, label=f"seed {m.seed} ({m.workdir})")
+        for m, w, c in zip(sweep, writers, ckpts, strict=True)
+    ]
+    loop = loop_lib.EpochLoop(stage, keys=loop_lib.stack(member_keys), shared=search_data,
+                              runs=runs, progress=progress, seeds=len(sweep))  # fmt: skip
+    try:
+        state_K = loop.run(loop_lib.stack(states), range(start_epoch, config.search.epochs))
+    finally:
+        for closable in (*writers, *ckpts):
+            closable.close()
+    return loop_lib.unstack(state_K), setup, search_data
 
 
 def _read_json(path: str) -> dict | None:

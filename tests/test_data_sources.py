@@ -36,7 +36,7 @@ def test_digits_split_sizes_and_ranges():
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(ValueError, match="valid names: digits, cifar10"):
+    with pytest.raises(ValueError, match="accepted: digits, cifar10"):
         load_dataset("mnist", "train", data_dir=None)
     with pytest.raises(ValueError, match="valid splits: train, test"):
         load_dataset("digits", "valid", data_dir=None)

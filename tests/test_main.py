@@ -65,10 +65,10 @@ def test_quickstart_smoke_writes_artifacts(tmp_path):
 
 def _state_leaves(workdir, config):
     """The final search state, restored through the real code path."""
-    from nas_jax.search import loop
+    from nas_jax.search import run as search_run
 
-    sd = loop.load_search_data(config.data)
-    setup = loop.make_setup(config, sd)
+    sd = search_run.load_search_data(config.data)
+    setup = search_run.make_setup(config, sd)
     import jax
     import jax.numpy as jnp
 

@@ -298,8 +298,8 @@ def test_one_shot_topology_keeps_the_two_lowest():
 
 def test_magnitude_rules_skip_none_in_darts_only():
     names = ("none", "skip_connect", "sep_conv_3x3")
-    assert decisions.magnitude_op([0.6, 0.2, 0.2], names, "darts") == 1
-    assert decisions.magnitude_op([0.6, 0.2, 0.2], names, "nb201") == 0
+    assert decisions.magnitude_op([0.6, 0.2, 0.2], names, skip_none=True) == 1  # DARTS
+    assert decisions.magnitude_op([0.6, 0.2, 0.2], names, skip_none=False) == 0  # NB201
     w = np.array([[0.9, 0.05, 0.05], [0.1, 0.3, 0.6], [0.1, 0.6, 0.3]])
     assert decisions.magnitude_edges((2, 3, 4), w, [names] * 3) == (3, 4)
 

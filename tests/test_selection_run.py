@@ -12,7 +12,8 @@ import pytest
 from test_selection import NB201, S3, ToySupernet
 
 from nas_jax import checkpoint, config_lib, selection
-from nas_jax.search import loop, methods, optim
+from nas_jax.search import methods, optim
+from nas_jax.search import run as search_run
 
 
 def make_config(**select):
@@ -21,7 +22,7 @@ def make_config(**select):
     c.log_every_seconds = 60.0
     c.data.update(batch_size=16, pad=0, flip=False)
     c.search.update(epochs=1, steps_per_epoch=2)
-    c.select = selection.default_config()
+    c.select = config_lib.select_defaults()
     c.select.update(select)
     return c
 
@@ -31,7 +32,7 @@ def make_setup(model, config):
     weight_tx = optim.weight_optimizer(optim.constant_schedule(config.search.lr))
     arch_tx = optim.arch_optimizer()
     sched = optim.constant_schedule(config.search.lr)
-    return loop.SearchSetup(model.space, model, weight_tx, arch_tx, sched, spe, spe)
+    return search_run.SearchSetup(model.space, model, weight_tx, arch_tx, sched, spe, spe)
 
 
 def separable_data(n, seed, num_classes=2):
@@ -47,7 +48,7 @@ def separable_data(n, seed, num_classes=2):
 def search_data(n=64):
     tx, ty = separable_data(n, 1)
     vx, vy = separable_data(n, 2)
-    return loop.SearchData(tx, ty, vx, vy, mean=(0.5,), std=(0.25,), num_classes=2)
+    return search_run.SearchData(tx, ty, vx, vy, mean=(0.5,), std=(0.25,), num_classes=2)
 
 
 def read_jsonl(path):
@@ -202,7 +203,7 @@ def test_one_shot_topology_and_validation(darts_toy, tmp_path, monkeypatch):
 
     config.model.space = "nb201"
     config.select.tune_epochs = 1
-    with pytest.raises(config_lib.ConfigError, match="5 decision epochs for 6 edges"):
+    with pytest.raises(config_lib.ConfigError, match="5 decision epochs for 6 events"):
         selection.validate_config(config)
     config.select.update(tune_epochs=5, topology="greedy")
     with pytest.raises(config_lib.ConfigError, match="select.topology='greedy'.*iterative"):

@@ -7,7 +7,7 @@ Search-phase pieces (synthetic data, the real step functions of the library):
   alpha2       exact second-order alpha step (`arch_grads.second_order`)
   alpha2_fd    DARTS's finite-difference second-order alpha step
   search       one whole DARTS step as the search loop runs it: both batches drawn and
-               augmented on device, alpha step, weight step (`loop.make_train_step`)
+               augmented on device, alpha step, weight step (`search.run.make_train_step`)
   sdarts_rs    the same with SDARTS random smoothing
   sdarts_adv   the same with SDARTS-ADV (7 PGD steps)
   tune         one PT tuning step (`tuning.make_tune_step`)
@@ -120,7 +120,8 @@ class _Search(NamedTuple):
 
 def _search_context(s: Sizes, method: str = "darts") -> _Search:
     from nas_jax import config_lib
-    from nas_jax.search import loop, methods
+    from nas_jax.search import methods
+    from nas_jax.search import run as search_run
 
     config = config_lib.base_config()
     config.model.update(space=s.space, C=s.C, layers=s.layers, nb201_cells=s.nb201_cells)
@@ -131,8 +132,8 @@ def _search_context(s: Sizes, method: str = "darts") -> _Search:
     rng = np.random.default_rng(0)
     images = lambda: jnp.asarray(rng.integers(0, 256, (n, s.image, s.image, 3), np.uint8))
     labels = lambda: jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
-    sd = loop.SearchData(images(), labels(), images(), labels(), _MEAN, _STD, 10)
-    setup = loop.make_setup(config, sd)
+    sd = search_run.SearchData(images(), labels(), images(), labels(), _MEAN, _STD, 10)
+    setup = search_run.make_setup(config, sd)
     sample_x = jnp.zeros((2, s.image, s.image, 3), jnp.float32)
     state = methods.create_search_state(
         setup.model, jax.random.key(0), sample_x, setup.space, setup.weight_tx, setup.arch_tx
@@ -189,12 +190,13 @@ _LOOP_METHODS = {"search": "darts", "sdarts_rs": "sdarts_rs", "sdarts_adv": "sda
 
 
 def prepare_loop_step(s: Sizes, case: str) -> Prepared:
-    from nas_jax.search import loop
+    from nas_jax.search import run as search_run
 
     ctx = _search_context(s, _LOOP_METHODS[case])
-    step = loop.make_train_step(ctx.setup, ctx.config, _MEAN, _STD)
-    eps, cutout = jnp.float32(ctx.config.search.epsilon_max), jnp.float32(0.0)
-    args = (ctx.state, ctx.data, loop.RunKeys.from_seed(0), eps, cutout)
+    step = search_run.make_train_step(ctx.setup, ctx.config, _MEAN, _STD)
+    inputs = {"epsilon": jnp.float32(ctx.config.search.epsilon_max),
+              "cutout_prob": jnp.float32(0.0)}  # fmt: skip
+    args = (ctx.state, search_run.RunKeys.from_seed(0), ctx.data, inputs)
     compiled, secs, flops = _compile(jax.jit(step, donate_argnums=0), *args)
     return Prepared(_carry_state(compiled, *args), secs, flops, 2 * s.batch,
                     {"steps_per_epoch_cifar10": 391})  # fmt: skip
@@ -209,7 +211,8 @@ def prepare_tune(s: Sizes) -> Prepared:
     step = tuning.make_tune_step(ctx.setup, ctx.config, tx, schedule, _MEAN, _STD, 0)
     state = tuning.fresh_weight_optimizer(ctx.state, tx)
     keys = tuning.TuneKeys(*jax.random.split(jax.random.key(3), 3))
-    args = (state, ctx.data, keys, jnp.float32(0.0), jnp.float32(0.0))
+    inputs = {"epsilon": jnp.float32(0.0), "cutout_prob": jnp.float32(0.0)}
+    args = (state, keys, ctx.data, inputs)
     compiled, secs, flops = _compile(jax.jit(step, donate_argnums=0), *args)
     return Prepared(_carry_state(compiled, *args), secs, flops, 2 * s.batch, {})
 
@@ -296,7 +299,7 @@ def prepare_retrain(s: Sizes) -> Prepared:
     y = jnp.asarray(rng.integers(0, 10, n).astype(np.int32))
     step = retrain.make_train_step(model, tx, ev, config.data, _MEAN, _STD, n)
     drop = jnp.float32(ev.drop_path_prob / 2) if ev.drop_path_prob else None
-    args = (state, x, y, keys, drop)
+    args = (state, keys, (x, y), {"drop_path_prob": drop})
     compiled, secs, flops = _compile(jax.jit(step, donate_argnums=0), *args)
     return Prepared(_carry_state(compiled, *args), secs, flops, s.retrain_batch,
                     {"genotype": RETRAIN_GENOTYPE, "params_no_aux":

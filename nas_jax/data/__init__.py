@@ -9,6 +9,7 @@ x_BxHxWxC = augment_batch(aug_key, x_BxHxWxC, mean=ds.mean, std=ds.std, pad=4)
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 from nas_jax.data import sources
@@ -39,6 +40,36 @@ from nas_jax.data.sampling import (
     iid_batch_indices,
     steps_per_epoch,
 )
+from nas_jax.registry import Registry
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+    """A dataset the runs can name in `config.data.name`.
+
+    load: `(split, *, data_dir, folder=None) -> Dataset`, the whole split in host memory
+        (mean/std come with it); `DatasetNotPreparedError` when files are missing.
+    image_size: pixels per side, or None where the files decide (image folders).
+    num_classes: or None where the files decide.
+    pad: the random-crop padding of its search and retraining augmentation.
+    nb201_column: its column in the NAS-Bench-201 table, if it has one.
+    needs_folder: reads `config.data.folder`.
+    """
+
+    name: str
+    load: Callable[..., Dataset]
+    image_size: int | None
+    num_classes: int | None
+    pad: int = 4
+    nb201_column: str | None = None
+    needs_folder: bool = False
+
+
+DATASETS: Registry[DatasetSpec] = Registry("dataset")
+
+
+def register(spec: DatasetSpec) -> DatasetSpec:
+    return DATASETS.register(spec.name, spec)
 
 
 def _tfds_loader(name: str) -> Callable[..., Dataset]:
@@ -48,14 +79,16 @@ def _tfds_loader(name: str) -> Callable[..., Dataset]:
     return load
 
 
-LOADERS: dict[str, Callable[..., Dataset]] = {
-    "digits": sources.load_digits,
-    "cifar10": _tfds_loader("cifar10"),
-    "cifar100": _tfds_loader("cifar100"),
-    "svhn_cropped": _tfds_loader("svhn_cropped"),
-    "imagenet16_120": sources.load_imagenet16_120,
-    "image_folder": load_image_folder,
-}
+for _spec in (
+    DatasetSpec("digits", sources.load_digits, 8, 10, pad=1),
+    DatasetSpec("cifar10", _tfds_loader("cifar10"), 32, 10, nb201_column="cifar10"),
+    DatasetSpec("cifar100", _tfds_loader("cifar100"), 32, 100, nb201_column="cifar100"),
+    DatasetSpec("svhn_cropped", _tfds_loader("svhn_cropped"), 32, 10),
+    DatasetSpec("imagenet16_120", sources.load_imagenet16_120, 16, 120, pad=2,
+                nb201_column="ImageNet16-120"),
+    DatasetSpec("image_folder", load_image_folder, None, None, needs_folder=True),
+):  # fmt: skip
+    register(_spec)
 
 
 def load_dataset(
@@ -63,24 +96,24 @@ def load_dataset(
 ) -> Dataset:
     """Loads a whole split into host memory.
 
-    `folder` is the image root for "image_folder" only (converted once into a TFDS
-    dataset under `data_dir`). Raises `DatasetNotPreparedError` when files are missing;
-    nothing is ever downloaded.
+    `folder` is the image root for datasets that read one ("image_folder", converted
+    once into a TFDS dataset under `data_dir`). Raises `DatasetNotPreparedError` when
+    files are missing; nothing is ever downloaded.
     """
-    if name not in LOADERS:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(LOADERS)}")
-    if name == "image_folder":
-        return load_image_folder(split, data_dir=data_dir, folder=folder)
+    spec = DATASETS.get(name)
+    if spec.needs_folder:
+        return spec.load(split, data_dir=data_dir, folder=folder)
     if folder is not None:
         raise ValueError(f"folder= is only used by 'image_folder', not by {name!r}")
-    return LOADERS[name](split, data_dir=data_dir)
+    return spec.load(split, data_dir=data_dir)
 
 
 __all__ = [
-    "LOADERS",
+    "DATASETS",
     "SAMPLERS",
     "Dataset",
     "DatasetNotPreparedError",
+    "DatasetSpec",
     "augment_batch",
     "channel_mean_std",
     "convert_image_folder",
@@ -98,6 +131,7 @@ __all__ = [
     "random_crop",
     "random_crop_flip",
     "random_flip",
+    "register",
     "split_train_valid",
     "steps_per_epoch",
 ]

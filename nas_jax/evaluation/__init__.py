@@ -4,8 +4,6 @@ from nas_jax.evaluation.lookup import BenchmarkError, arch_string, load_table
 from nas_jax.evaluation.lookup import lookup as lookup_nb201
 from nas_jax.evaluation.run import (
     METHODS,
-    default_config,
-    protocol,
     resolve_genotype,
     resolve_method,
     run_evaluate,
@@ -17,10 +15,8 @@ __all__ = [
     "METHODS",
     "BenchmarkError",
     "arch_string",
-    "default_config",
     "load_table",
     "lookup_nb201",
-    "protocol",
     "resolve_genotype",
     "resolve_method",
     "run_evaluate",

@@ -1,9 +1,9 @@
 """Retraining a discrete architecture from scratch (SPEC 8.1-8.3) and testing it.
 
-The machinery of the search stage: the whole train/test split in device memory,
-batches drawn on device by index as a pure function of (key, step), on-device
-augmentation (crop, flip, cutout), per-step keys fold_in(key, step), orbax
-checkpoints every few epochs, so a resumed run repeats an uninterrupted one exactly.
+The machinery of the search stage (`train.loop`): the whole train/test split in device
+memory, batches drawn on device by index as a pure function of (key, step), on-device
+augmentation (crop, flip, cutout), per-step keys fold_in(key, step), orbax checkpoints
+every few epochs, so a resumed run repeats an uninterrupted one exactly.
 
 Reference behaviour kept: auxiliary loss weight 0.4 at train time only, drop-path
 probability ramped linearly p_e = p * e / epochs and applied to every op except the
@@ -17,22 +17,22 @@ which are masked out of the loss (they still enter the BN batch statistics).
 from __future__ import annotations
 
 import json
-import math
 import os
-import time
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from nas_jax import config_lib, data, networks, precision
+from nas_jax import config_lib, data, families, networks, precision
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.genotype import AnyGenotype, NB201Genotype, save_json
+from nas_jax.genotype import AnyGenotype, save_json
 from nas_jax.init import init_variables
 from nas_jax.reporting import MetricsWriter, Progress, logger
-from nas_jax.search import loop, optim
+from nas_jax.search import optim
+from nas_jax.search import run as search_run
+from nas_jax.train import evaluate as evaluate_lib
+from nas_jax.train import loop as loop_lib
 
 _KEY_TAG = 0xE7A1  # separates retraining's random streams from the search's
 
@@ -49,13 +49,17 @@ class EvalData(NamedTuple):
     num_classes: int
 
 
-def load_eval_data(cfg_data) -> EvalData:
-    kwargs = loop.dataset_kwargs(cfg_data)
-    train = data.load_dataset(cfg_data.name, "train", **kwargs)
-    test = data.load_dataset(cfg_data.name, "test", **kwargs)
+def eval_data_from(train: data.Dataset, test: data.Dataset) -> EvalData:
+    """Loaded train and test splits in device memory (normalised with train's mean/std)."""
     arrays = (train.images, train.labels, test.images, test.labels)
     return EvalData(*(jnp.asarray(a) for a in arrays), mean=tuple(train.mean),
                     std=tuple(train.std), num_classes=train.num_classes)  # fmt: skip
+
+
+def load_eval_data(cfg_data) -> EvalData:
+    kwargs = search_run.dataset_kwargs(cfg_data)
+    train = data.load_dataset(cfg_data.name, "train", **kwargs)
+    return eval_data_from(train, data.load_dataset(cfg_data.name, "test", **kwargs))
 
 
 class RetrainKeys(NamedTuple):
@@ -77,13 +81,11 @@ class TrainState(NamedTuple):
 
 
 def build_network(genotype: AnyGenotype, ev, num_classes: int):
-    if isinstance(genotype, NB201Genotype):
-        return networks.NB201Network(genotype, C=ev.nb201_C, N=ev.nb201_cells,
-                                     num_classes=num_classes)  # fmt: skip
-    return networks.build_eval_network(
-        genotype, C=ev.C, layers=ev.layers, num_classes=num_classes,
-        auxiliary=ev.auxiliary, imagenet=ev.imagenet,
-    )  # fmt: skip
+    """The discrete network of `genotype` at the size `ev` (config.evaluate) asks for."""
+    fam = families.family_of(genotype)
+    C, layers = fam.network_size(ev)
+    return fam.build_network(genotype, C=C, layers=layers, num_classes=num_classes,
+                             auxiliary=ev.auxiliary, imagenet=ev.imagenet)  # fmt: skip
 
 
 def count_params(params) -> tuple[int, int]:
@@ -125,10 +127,15 @@ def _claim_checkpoints(ckpt_dir: str, g: AnyGenotype) -> None:
 
 
 def make_train_step(model, tx, ev, cfg_data, mean, std, num_train: int):
+    """`train_step(state, keys, (x_all, y_all), inputs) -> (state, metrics)`; `inputs`:
+    the epoch's `drop_path_prob` (None = off). Metrics are sums over the batch's real
+    examples (the top-up of an epoch's last batch is masked out)."""
     sampler = data.get_sampler(ev.sampler)
     batch = ev.batch_size
 
-    def train_step(state: TrainState, x_all, y_all, keys: RetrainKeys, drop_path_prob):
+    def train_step(state: TrainState, keys: RetrainKeys, split, inputs):
+        x_all, y_all = split
+        drop_path_prob = inputs["drop_path_prob"]
         k_aug, k_drop, k_noise = jax.random.split(jax.random.fold_in(keys.step, state.step), 3)
         idx = sampler(keys.data, state.step, num_examples=num_train, batch_size=batch)
         if ev.sampler == "epoch":
@@ -163,46 +170,80 @@ def make_train_step(model, tx, ev, cfg_data, mean, std, num_train: int):
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         correct = jnp.sum((jnp.argmax(logits, -1) == yb) * mask)
-        metrics = {"loss_sum": loss * jnp.sum(mask), "correct": correct, "count": jnp.sum(mask)}
+        metrics = {"train_loss_sum": loss * jnp.sum(mask), "train_correct": correct,
+                   "train_count": jnp.sum(mask)}  # fmt: skip
         return TrainState(state.step + 1, params, batch_stats, opt_state), metrics
 
     return train_step
 
 
 def make_evaluate(model, batch: int, mean, std):
-    """Eval-mode loss/accuracy on un-augmented images; the last batch is padded and
-    masked so every batch has one shape (one compilation)."""
+    """`evaluate(state, images, labels, key, max_batches=0) -> {'loss', 'acc', 'examples'}`:
+    eval mode (running statistics), un-augmented images."""
 
-    @jax.jit
-    def eval_batch(params, batch_stats, x_uint8, y, mask, key):
-        x = data.normalize(x_uint8, mean, std)
-        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x,
-                                train=False, rngs={"noise": key})  # fmt: skip
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-        return jnp.sum(loss * mask), jnp.sum(correct * mask)
+    def logits(args, x, key):
+        params, batch_stats = args
+        return model.apply({"params": params, "batch_stats": batch_stats}, x, train=False,
+                           rngs={"noise": key})[0]  # fmt: skip
+
+    evaluator = evaluate_lib.make_evaluator(logits, batch, mean, std)
 
     def evaluate(state, images, labels, key, max_batches=0):
-        n = int(labels.shape[0])
-        nb = math.ceil(n / batch)
-        if max_batches:
-            nb = min(nb, max_batches)
-        loss_sum = correct_sum = 0.0
-        count = 0
-        for b in range(nb):
-            idx = np.arange(b * batch, (b + 1) * batch)
-            mask = (idx < n).astype(np.float32)
-            idx = np.minimum(idx, n - 1)
-            k = jax.random.fold_in(key, b)
-            loss_b, correct_b = eval_batch(
-                state.params, state.batch_stats, images[idx], labels[idx], mask, k
-            )
-            loss_sum, correct_sum = loss_sum + loss_b, correct_sum + correct_b
-            count += int(mask.sum())
-        return {"loss": float(loss_sum) / count, "acc": 100.0 * float(correct_sum) / count,
-                "examples": count}  # fmt: skip
+        return evaluator((state.params, state.batch_stats), images, labels, key, max_batches)
 
     return evaluate
+
+
+class RetrainStage:
+    """Retraining as a `train.loop.Stage`. `meta` (restored from and saved with the
+    checkpoints) carries the epoch, the latest and the best test numbers and the
+    training time."""
+
+    name = "retrain"
+
+    def __init__(self, config, model, tx, schedule, d: EvalData, keys: RetrainKeys,
+                 steps_per_epoch: int, meta: dict):  # fmt: skip
+        self.ev, self.d, self.keys, self.meta = config.evaluate, d, keys, meta
+        self.schedule, self.steps_per_epoch = schedule, steps_per_epoch
+        num_train = int(d.train_y.shape[0])
+        self.step = make_train_step(model, tx, self.ev, config.data, d.mean, d.std, num_train)
+        self.evaluate = make_evaluate(model, self.ev.batch_size, d.mean, d.std)
+
+    def epoch_inputs(self, epoch: int) -> dict:
+        ev = self.ev  # drop-path ramps linearly over the epochs (SPEC 8.1)
+        return {"drop_path_prob": jnp.float32(ev.drop_path_prob * epoch / ev.epochs)
+                if ev.drop_path_prob else None}  # fmt: skip
+
+    def epoch_record(self, state, sums, epoch: int, seconds: float, member: int) -> dict:
+        ev, meta = self.ev, self.meta
+        drop = self.epoch_inputs(epoch)["drop_path_prob"]
+        count = float(sums["train_count"])
+        record = {"epoch": epoch, "step": int(state.step),
+                  "lr": float(self.schedule(epoch * self.steps_per_epoch)),
+                  "drop_path_prob": float(drop or 0.0),
+                  "train_loss": float(sums["train_loss_sum"]) / count,
+                  "train_acc": 100.0 * float(sums["train_correct"]) / count}  # fmt: skip
+        if epoch + 1 == ev.epochs or (ev.eval_every and (epoch + 1) % ev.eval_every == 0):
+            key = jax.random.fold_in(self.keys.eval, epoch)
+            test = self.evaluate(state, self.d.test_x, self.d.test_y, key, ev.eval_batches)
+            record.update(test_loss=test["loss"], test_acc=test["acc"])
+            meta.update(test_accuracy=test["acc"], test_loss=test["loss"],
+                        test_examples=test["examples"])  # fmt: skip
+            if meta["best_test_accuracy"] is None or test["acc"] > meta["best_test_accuracy"]:
+                meta.update(best_test_accuracy=test["acc"], best_epoch=epoch)
+        record["seconds"] = seconds
+        meta["train_seconds"] += seconds
+        meta["epoch"] = epoch + 1
+        return record
+
+    def progress_fields(self, records) -> dict:
+        return {k: records[0][k] for k in ("train_loss", "test_acc") if k in records[0]}
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        return epoch + 1 == self.ev.epochs or (epoch + 1) % self.ev.checkpoint_every == 0
+
+    def checkpoint_meta(self, epoch: int, member: int) -> dict:
+        return dict(self.meta)
 
 
 def retrain(
@@ -212,8 +253,8 @@ def retrain(
     and the final state."""
     ev = config.evaluate
     d = eval_data or load_eval_data(config.data)
-    if (not isinstance(genotype, NB201Genotype) and ev.auxiliary and not ev.imagenet
-            and d.train_x.shape[1] // 4 < 5):  # fmt: skip
+    fam = families.family_of(genotype)
+    if fam.auxiliary_head and ev.auxiliary and not ev.imagenet and d.train_x.shape[1] // 4 < 5:
         raise config_lib.ConfigError(
             f"evaluate.auxiliary=True needs images of at least 20 px (the aux head pools 5x5 "
             f"at 1/4 resolution); {config.data.name} has {d.train_x.shape[1]} px"
@@ -242,50 +283,17 @@ def retrain(
     start_epoch = meta["epoch"]
     metrics = MetricsWriter(workdir, "evaluate_metrics")
     metrics.truncate_after("epoch", start_epoch)
-    train_step = jax.jit(make_train_step(model, tx, ev, config.data, d.mean, d.std, num_train),
-                         donate_argnums=0)  # fmt: skip
-    evaluate = make_evaluate(model, ev.batch_size, d.mean, d.std)
     progress = Progress("retrain", total_steps, int(state.step), config.log_every_seconds)
     if start_epoch >= ev.epochs:
         logger.info("Retraining already finished (%d epochs); not redone.", ev.epochs)
-    step = int(state.step)
-    for epoch in range(start_epoch, ev.epochs):
-        t0 = time.time()
-        drop_prob = (
-            jnp.float32(ev.drop_path_prob * epoch / ev.epochs) if ev.drop_path_prob else None
-        )
-        sums = None
-        for _ in range(spe):
-            state, m = train_step(state, d.train_x, d.train_y, keys, drop_prob)
-            sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-            step += 1
-            progress.maybe_report(step, {"epoch": epoch})
-        count = float(sums["count"])
-        record = {"epoch": epoch, "step": step, "lr": float(schedule(epoch * spe)),
-                  "drop_path_prob": float(drop_prob or 0.0),
-                  "train_loss": float(sums["loss_sum"]) / count,
-                  "train_acc": 100.0 * float(sums["correct"]) / count}  # fmt: skip
-        if not math.isfinite(record["train_loss"]):
-            raise FloatingPointError(f"Non-finite train_loss in epoch {epoch} (by step {step})")
-        last = epoch + 1 == ev.epochs
-        if last or (ev.eval_every and (epoch + 1) % ev.eval_every == 0):
-            test = evaluate(state, d.test_x, d.test_y, jax.random.fold_in(keys.eval, epoch),
-                            ev.eval_batches)  # fmt: skip
-            record.update(test_loss=test["loss"], test_acc=test["acc"])
-            meta.update(test_accuracy=test["acc"], test_loss=test["loss"],
-                        test_examples=test["examples"])  # fmt: skip
-            if meta["best_test_accuracy"] is None or test["acc"] > meta["best_test_accuracy"]:
-                meta.update(best_test_accuracy=test["acc"], best_epoch=epoch)
-        record["seconds"] = time.time() - t0
-        meta["train_seconds"] += record["seconds"]
-        metrics.write(step, record)
-        progress.maybe_report(step, {k: record[k] for k in ("epoch", "train_loss", "test_acc")
-                                     if k in record}, force=True)  # fmt: skip
-        meta["epoch"] = epoch + 1
-        if last or (epoch + 1) % ev.checkpoint_every == 0:
-            ckpt.save(step, state, meta)
-    metrics.close()
-    ckpt.close()
+    stage = RetrainStage(config, model, tx, schedule, d, keys, spe, meta)
+    loop = loop_lib.EpochLoop(stage, keys=keys, shared=(d.train_x, d.train_y), progress=progress,
+                              runs=[loop_lib.RunFiles(metrics, ckpt)])  # fmt: skip
+    try:
+        state = loop.run(state, range(start_epoch, ev.epochs))
+    finally:
+        metrics.close()
+        ckpt.close()
     numbers = {
         "test_accuracy": meta["test_accuracy"],  # the final epoch's, the headline number
         "test_error": None if meta["test_accuracy"] is None else 100.0 - meta["test_accuracy"],

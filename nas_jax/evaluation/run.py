@@ -17,80 +17,14 @@ import time
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 
-from nas_jax import config_lib, data, genotype, networks
+from nas_jax import config_lib, data, families, genotype, networks, spaces
 from nas_jax.evaluation import lookup, retrain
 from nas_jax.genotype import AnyGenotype, NB201Genotype
 from nas_jax.reporting import logger, write_json
 
 METHODS = ("auto", "lookup", "retrain")
 LR_SCHEDULES = ("cosine", "exponential")
-NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "ImageNet16-120": 120}
-
-
-def default_config() -> ml_collections.ConfigDict:
-    """Defaults of `config.evaluate`: the DARTS CIFAR-10 protocol (SPEC 8.1, 15)."""
-    return ml_collections.ConfigDict(
-        dict(
-            method="auto",  # 'auto' | 'lookup' | 'retrain' (see nas_jax/evaluation/run.py)
-            nb201_table="",  # NB201 lookup: CSV arch,cifar10,cifar100,ImageNet16-120
-            nb201_source="csv",  # or 'nats_bench' (nb201_table = the NATS-Bench file path)
-            C=36,
-            layers=20,
-            auxiliary=True,
-            auxiliary_weight=0.4,
-            drop_path_prob=0.2,  # ramped linearly: p_e = p * e / epochs; 0 = off
-            imagenet=False,  # the ImageNet network (SPEC 4.2)
-            nb201_C=16,  # retraining an NB201 cell: the benchmark's network size
-            nb201_cells=5,
-            epochs=600,
-            steps_per_epoch=0,  # 0 = ceil(train split / batch) (521 for CIFAR-10)
-            batch_size=96,
-            sampler="epoch",  # the reference's shuffled loader; 'iid' = independent batches
-            lr=0.025,
-            lr_min=0.0,
-            lr_schedule="cosine",  # per epoch; 'exponential' = lr * lr_gamma**epoch
-            lr_gamma=0.97,
-            momentum=0.9,
-            weight_decay=3e-4,
-            grad_clip=5.0,
-            label_smoothing=0.0,
-            cutout_length=16,  # 0 = off; applied with fixed probability cutout_prob
-            cutout_prob=1.0,
-            eval_every=1,  # test every n epochs (the reference: 1); the last epoch always
-            eval_batches=0,  # 0 = the whole test split; n = the first n batches (smoke runs)
-            checkpoint_every=10,  # epochs
-        )
-    )
-
-
-# Overrides of the defaults per dataset (SPEC 8.1-8.3, 15); used by configs/evaluate.py
-# and meant for the search families' configs too: c.evaluate.update(protocol(dataset)).
-_PROTOCOLS = {
-    "cifar10": {},  # SPEC 8.1 = the defaults (also for image_folder)
-    "image_folder": {},
-    "cifar100": dict(C=16, layers=8),  # SPEC 8.2 (R-DARTS protocol)
-    "svhn_cropped": dict(C=16, layers=8),
-    # Not a reference protocol: 16 px images are too small for the aux head.
-    "imagenet16_120": dict(C=16, layers=8, auxiliary=False),
-    # The 8x8 digits (quickstart): a small network, minutes on a CPU.
-    "digits": dict(C=8, layers=5, auxiliary=False, cutout_length=4, epochs=10, batch_size=64),
-    "imagenet": dict(  # SPEC 8.3 (train_imagenet.py defaults)
-        imagenet=True, C=48, layers=14, auxiliary=False, drop_path_prob=0.0, epochs=250,
-        batch_size=128, lr=0.1, lr_schedule="exponential", lr_gamma=0.97, weight_decay=3e-5,
-        label_smoothing=0.1, cutout_length=0,
-    ),
-}  # fmt: skip
-_IMAGE_SIZE = {"digits": 8, "imagenet16_120": 16}  # too small for the CIFAR aux head
-SMOKE = dict(C=4, layers=3, nb201_C=4, nb201_cells=1, epochs=2, steps_per_epoch=2,
-             batch_size=8, eval_batches=2, checkpoint_every=1)  # fmt: skip
-
-
-def protocol(dataset: str, smoke: bool = False) -> dict:
-    """`config.evaluate` overrides for retraining on `dataset` (smoke: tiny and short)."""
-    config_lib.check_choice("dataset", dataset, _PROTOCOLS)
-    return {**_PROTOCOLS[dataset], **(SMOKE if smoke else {})}
 
 
 def validate_config(config) -> None:
@@ -123,14 +57,15 @@ def validate_config(config) -> None:
             f"genotype={config.genotype!r} is for stages=('evaluate',) only; with "
             f"{sorted(searching)} the evaluated genotype is the one the search selects"
         )
-    if ev.auxiliary and not ev.imagenet and config.data.name in _IMAGE_SIZE:
-        darts_cell = (
-            not isinstance(parse_genotype(config.genotype), NB201Genotype)
+    spec = data.DATASETS.get(config.data.name) if config.data.name in data.DATASETS else None
+    size = spec.image_size if spec else None
+    if ev.auxiliary and not ev.imagenet and size is not None and size // 4 < 5:
+        fam = (
+            families.family_of(parse_genotype(config.genotype))
             if config.genotype
-            else config.model.space != "nb201"
+            else families.get_family(spaces.get_space(config.model.space).family)
         )
-        if darts_cell and ev.method != "lookup":
-            size = _IMAGE_SIZE[config.data.name]
+        if fam.auxiliary_head and ev.method != "lookup":
             raise config_lib.ConfigError(
                 f"evaluate.auxiliary=True needs images of at least 20 px; {config.data.name} "
                 f"has {size} px: set --config.evaluate.auxiliary=False"
@@ -143,7 +78,9 @@ def validate_config(config) -> None:
         raise config_lib.ConfigError(
             "evaluate.method='lookup' needs --config.evaluate.nb201_table=PATH"
         )
-    if ev.method == "lookup" and searching and config.model.space != "nb201":
+    space = spaces.get_space(config.model.space)
+    searched_lookup = families.get_family(space.family).benchmark_lookup
+    if ev.method == "lookup" and searching and not searched_lookup:
         raise config_lib.ConfigError(
             f"evaluate.method='lookup' needs NB201 cells; model.space={config.model.space!r}"
         )
@@ -172,9 +109,11 @@ def resolve_genotype(config, workdir: str) -> AnyGenotype:
 
 
 def resolve_method(ev, g: AnyGenotype) -> str:
+    """'auto': a lookup for cells of a benchmarked family when a table is given."""
     if ev.method != "auto":
         return ev.method
-    return "lookup" if isinstance(g, NB201Genotype) and ev.nb201_table else "retrain"
+    lookup_ok = families.family_of(g).benchmark_lookup and bool(ev.nb201_table)
+    return "lookup" if lookup_ok else "retrain"
 
 
 def nb201_benchmark_params(g: NB201Genotype, num_classes: int) -> int:
@@ -194,14 +133,15 @@ def run_evaluate(config, workdir: str, g: AnyGenotype, *, eval_data=None) -> dic
     result = {"genotype": g.to_json_dict(), "genotype_text": g.to_text(), "method": method}
     if method == "lookup":
         found = lookup.lookup(g, ev.nb201_table, ev.nb201_source)
-        column = lookup.COLUMN_OF_DATASET.get(config.data.name, "cifar10")
+        spec = data.DATASETS.get(config.data.name) if config.data.name in data.DATASETS else None
+        column = (spec and spec.nb201_column) or "cifar10"
         acc = found.test_accuracy[column]
         result.update(
             dataset=column, test_accuracy=acc, test_error=100.0 - acc,
             nb201_test_accuracy=found.test_accuracy,
             benchmark={"source": found.source, "table": found.table, "metric": found.metric,
                        "arch": found.arch},
-            params_M=nb201_benchmark_params(g, NUM_CLASSES[column]) / 1e6,
+            params_M=nb201_benchmark_params(g, lookup.NUM_CLASSES[column]) / 1e6,
         )  # fmt: skip
     else:
         numbers, _ = retrain.retrain(config, workdir, g, eval_data)

@@ -1,14 +1,22 @@
 """The search stage: train a supernet with a bilevel method, checkpoint, resume.
 
+state, setup, search_data = run_search(config, workdir)
+
+The epochs run in `train.loop.EpochLoop`; this module supplies the search's step (both
+batches drawn and augmented on device, then one step of the configured method), its
+per-epoch inputs (the SDARTS radius and the cutout probability ramp over the epochs) and
+its epoch record (step-metric means, eval-mode valid loss/accuracy, softmax(alpha), the
+magnitude genotype). With `seeds=K` the same stage runs K seeds in one vmapped program
+(`nas_jax.sweep`).
+
 Randomness: every step's key is fold_in(base key, step) and batches are a pure function
 of (data key, step), so a resumed run repeats exactly what an uninterrupted one does.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import time
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import jax
@@ -19,7 +27,9 @@ import optax
 from nas_jax import arch, data, genotype, precision, spaces, supernet
 from nas_jax.checkpoint import Checkpointer
 from nas_jax.reporting import MetricsWriter, Progress, logger
-from nas_jax.search import methods, optim
+from nas_jax.search import methods, optim, perturb
+from nas_jax.train import evaluate as evaluate_lib
+from nas_jax.train import loop as loop_lib
 
 
 class SearchData(NamedTuple):
@@ -37,13 +47,13 @@ class SearchData(NamedTuple):
 def dataset_kwargs(cfg_data) -> dict:
     """Keyword arguments of `data.load_dataset` from `config.data`."""
     kwargs = {"data_dir": os.path.expanduser(cfg_data.data_dir)}
-    if cfg_data.name == "image_folder":
+    if data.DATASETS.get(cfg_data.name).needs_folder:
         kwargs["folder"] = cfg_data.folder
     return kwargs
 
 
-def load_search_data(cfg_data) -> SearchData:
-    ds = data.load_dataset(cfg_data.name, "train", **dataset_kwargs(cfg_data))
+def search_data_from(ds: data.Dataset, cfg_data) -> SearchData:
+    """The search split (SPEC 6.1) of a loaded train split, in device memory."""
     train, valid = data.split_train_valid(ds, cfg_data.train_portion)
     return SearchData(
         *(jnp.asarray(a) for a in (train.images, train.labels, valid.images, valid.labels)),
@@ -51,6 +61,11 @@ def load_search_data(cfg_data) -> SearchData:
         std=tuple(ds.std),
         num_classes=ds.num_classes,
     )
+
+
+def load_search_data(cfg_data) -> SearchData:
+    ds = data.load_dataset(cfg_data.name, "train", **dataset_kwargs(cfg_data))
+    return search_data_from(ds, cfg_data)
 
 
 class RunKeys(NamedTuple):
@@ -100,42 +115,42 @@ def make_setup(config, search_data: SearchData) -> SearchSetup:
     return SearchSetup(space, model, weight_tx, arch_tx, schedule, spe, spe * s.epochs)
 
 
-def augment(key, images_uint8, cfg_data, mean, std, cutout_prob):
-    return data.augment_batch(
-        key,
-        images_uint8,
-        mean=mean,
-        std=std,
-        pad=cfg_data.pad,
-        flip=cfg_data.flip,
-        cutout_length=cfg_data.cutout_length,
-        cutout_prob=cutout_prob,
+def create_state(setup: SearchSetup, keys: RunKeys, search_data: SearchData):
+    """A fresh search state of the run with these keys."""
+    sample_x = jnp.zeros((2, *search_data.train_x.shape[1:]), jnp.float32)
+    return methods.create_search_state(
+        setup.model, keys.init, sample_x, setup.space, setup.weight_tx, setup.arch_tx
     )
 
 
-def method_options(s, schedule) -> dict:
-    """The config keys each method takes (the step rejects options it does not use)."""
-    if s.method in ("darts_2nd", "darts_2nd_fd"):
-        return {"weight_lr": schedule}
-    if s.method == "sdarts_rs":
-        return {"noise": s.sdarts_noise}
-    if s.method == "sdarts_adv":
-        return {"pgd_steps": s.pgd_steps}
-    if s.method == "fixed_alpha":
-        return {"uniform": s.fixed_uniform}
-    return {}
+def draw_batch(key_aug, x_N, y_N, indices, cfg_data, mean, std, cutout_prob):
+    """The batch at `indices` (a sampler's draw), augmented on device."""
+    xb, yb = data.gather_batch(x_N, y_N, indices)
+    x = data.augment_batch(
+        key_aug, xb, mean=mean, std=std, pad=cfg_data.pad, flip=cfg_data.flip,
+        cutout_length=cfg_data.cutout_length, cutout_prob=cutout_prob,
+    )  # fmt: skip
+    return x, yb
+
+
+def make_step_fn(setup: SearchSetup, config, weight_tx, lr_schedule):
+    """The configured method's step with these optimizer and schedule (the search's, or
+    PT tuning's)."""
+    return methods.make_search_step(
+        setup.model, config.search.method, weight_tx=weight_tx, arch_tx=setup.arch_tx,
+        **methods.options_from_config(config.search, lr_schedule),
+    )  # fmt: skip
 
 
 def make_train_step(setup: SearchSetup, config, mean, std):
-    """Draws and augments both batches on device, then one bilevel step."""
-    step_fn = methods.make_search_step(
-        setup.model, config.search.method, weight_tx=setup.weight_tx, arch_tx=setup.arch_tx,
-        **method_options(config.search, setup.schedule),
-    )  # fmt: skip
+    """`train_step(state, keys, search_data, inputs) -> (state, metrics)`: draws and
+    augments both batches on device, then one bilevel step. `inputs`: the epoch's
+    `epsilon` (SDARTS radius) and `cutout_prob`."""
+    step_fn = make_step_fn(setup, config, setup.weight_tx, setup.schedule)
     sampler = data.get_sampler(config.data.sampler)
     batch = config.data.batch_size
 
-    def train_step(state, sd: SearchData, keys: RunKeys, epsilon, cutout_prob):
+    def train_step(state, keys: RunKeys, sd: SearchData, inputs):
         k_aug_t, k_aug_v, k_step = jax.random.split(jax.random.fold_in(keys.step, state.step), 3)
         batches = []
         for k_data, k_aug, x, y in (
@@ -144,47 +159,85 @@ def make_train_step(setup: SearchSetup, config, mean, std):
         ):
             # The sampler folds the step into its (fixed) key itself.
             idx = sampler(k_data, state.step, num_examples=y.shape[0], batch_size=batch)
-            xb, yb = data.gather_batch(x, y, idx)
-            batches.append((augment(k_aug, xb, config.data, mean, std, cutout_prob), yb))
-        return step_fn(state, batches[0], batches[1], k_step, epsilon)
+            batches.append(
+                draw_batch(k_aug, x, y, idx, config.data, mean, std, inputs["cutout_prob"])
+            )
+        return step_fn(state, batches[0], batches[1], k_step, inputs["epsilon"])
 
     return train_step
 
 
 def make_evaluate(setup: SearchSetup, config, mean, std):
-    """Eval-mode (running statistics) loss/accuracy on un-augmented images."""
-    model, batch = setup.model, config.data.batch_size
+    """`evaluate(state, images, labels, key, max_batches=0) -> {'loss', 'acc'}`: eval mode
+    (running statistics), un-augmented images, the state's mixing weights."""
+    model = setup.model
+    mixing = methods.get_method(config.search.method).mixing
+    options = methods.options_from_config(config.search, setup.schedule)
 
-    @jax.jit
-    def eval_batch(params, batch_stats, weights, x_uint8, y, mask, key):
-        x = data.normalize(x_uint8, mean, std)
-        logits = model.apply({"params": params, "batch_stats": batch_stats}, x, weights,
-                             train=False, rngs={"noise": key})  # fmt: skip
-        loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
-        correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)
-        return jnp.sum(loss * mask), jnp.sum(correct * mask)
+    def logits(args, x, key):
+        params, batch_stats, weights = args
+        return model.apply({"params": params, "batch_stats": batch_stats}, x, weights,
+                           train=False, rngs={"noise": key})  # fmt: skip
+
+    evaluator = evaluate_lib.make_evaluator(logits, config.data.batch_size, mean, std)
 
     def evaluate(state, images, labels, key, max_batches=0):
-        n = int(labels.shape[0])
-        nb = math.ceil(n / batch)
-        if max_batches:
-            nb = min(nb, max_batches)
-        weights = arch.mixing_weights(state.arch)
-        loss_sum = correct_sum = 0.0
-        count = 0
-        for b in range(nb):
-            idx = np.arange(b * batch, (b + 1) * batch)
-            mask = (idx < n).astype(np.float32)
-            idx = np.minimum(idx, n - 1)  # pad the last batch: same shape, no recompile
-            k = jax.random.fold_in(key, b)
-            loss_b, correct_b = eval_batch(
-                state.params, state.batch_stats, weights, images[idx], labels[idx], mask, k
-            )
-            loss_sum, correct_sum = loss_sum + loss_b, correct_sum + correct_b
-            count += int(mask.sum())
-        return {"loss": float(loss_sum) / count, "acc": 100.0 * float(correct_sum) / count}
+        args = (state.params, state.batch_stats, mixing(state.arch, options))
+        out = evaluator(args, images, labels, key, max_batches)
+        return {"loss": out["loss"], "acc": out["acc"]}
 
     return evaluate
+
+
+class SearchStage:
+    """The search as a `train.loop.Stage`: one run, or K seeds (`member_keys`)."""
+
+    name = "search"
+
+    def __init__(self, config, setup: SearchSetup, search_data: SearchData,
+                 member_keys: Sequence[RunKeys]):  # fmt: skip
+        self.config, self.setup, self.search_data = config, setup, search_data
+        self.member_keys = list(member_keys)
+        self.steps_per_epoch = setup.steps_per_epoch
+        self.step = make_train_step(setup, config, search_data.mean, search_data.std)
+        self.evaluate = make_evaluate(setup, config, search_data.mean, search_data.std)
+        self.perturbs = methods.get_method(config.search.method).perturb is not None
+
+    def epoch_inputs(self, epoch: int) -> dict:
+        s = self.config.search
+        epsilon = perturb.sdarts_epsilon(epoch, s.epochs, s.epsilon_max, s.epsilon_min)
+        cutout_prob = self.config.data.cutout_prob * epoch / max(s.epochs - 1, 1)
+        return {"epsilon": jnp.float32(epsilon), "cutout_prob": jnp.float32(cutout_prob)}
+
+    def epoch_record(self, state, sums, epoch: int, seconds: float, member: int) -> dict:
+        """Step-metric means, eval-mode valid loss/accuracy, softmax(alpha) and the
+        magnitude genotype."""
+        setup, sd = self.setup, self.search_data
+        record = {"epoch": epoch, "step": int(state.step), "seconds": seconds}
+        record.update(loop_lib.epoch_means(sums, setup.steps_per_epoch))
+        record["lr"] = float(setup.schedule(epoch * setup.steps_per_epoch))
+        if self.perturbs:
+            record["epsilon"] = float(self.epoch_inputs(epoch)["epsilon"])
+        key = jax.random.fold_in(self.member_keys[member].eval, epoch)
+        ev = self.evaluate(state, sd.valid_x, sd.valid_y, key, self.config.data.eval_batches)
+        record.update({f"valid_eval_{k}": v for k, v in ev.items()})
+        weights = arch.mixing_weights(state.arch)
+        record["alphas_softmax"] = {t: np.asarray(w).round(5).tolist() for t, w in weights.items()}
+        record["genotype"] = genotype.derive_genotype(setup.space, weights).to_text()
+        return record
+
+    def progress_fields(self, records) -> dict:
+        accs = [r["valid_eval_acc"] for r in records]
+        if len(records) == 1:
+            return {"train_loss": records[0]["train_loss"], "valid_acc": accs[0]}
+        return {"valid_acc_mean": float(np.mean(accs)), "valid_acc_min": min(accs)}
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        s = self.config.search
+        return epoch + 1 == s.epochs or (epoch + 1) % s.checkpoint_every == 0
+
+    def checkpoint_meta(self, epoch: int, member: int) -> dict:
+        return {"epoch": epoch + 1, "stage": "search"}
 
 
 def run_search(config, workdir: str, search_data: SearchData | None = None):
@@ -192,13 +245,8 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
     state, the setup and the data."""
     search_data = search_data or load_search_data(config.data)
     setup = make_setup(config, search_data)
-    s = config.search
-    mean, std = search_data.mean, search_data.std
     keys = RunKeys.from_seed(config.seed)
-    sample_x = jnp.zeros((2, *search_data.train_x.shape[1:]), jnp.float32)
-    state = methods.create_search_state(
-        setup.model, keys.init, sample_x, setup.space, setup.weight_tx, setup.arch_tx
-    )
+    state = create_state(setup, keys, search_data)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
     if ckpt.latest_step() is not None:
         state, meta = ckpt.restore(state)
@@ -207,64 +255,15 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
     start_epoch = start_step // setup.steps_per_epoch
     metrics = MetricsWriter(workdir)
     metrics.truncate_after("epoch", start_epoch)
-    train_step = jax.jit(make_train_step(setup, config, mean, std), donate_argnums=0)
-    evaluate = make_evaluate(setup, config, mean, std)
     progress = Progress("search", setup.total_steps, start_step, config.log_every_seconds)
     if start_step >= setup.total_steps:
         logger.info("Search already finished (%d steps); not redone.", setup.total_steps)
-    step = start_step
-    for epoch in range(start_epoch, s.epochs):
-        t0 = time.time()
-        epsilon, cutout_prob = epoch_inputs(config, epoch)
-        sums = None
-        for _ in range(setup.steps_per_epoch):
-            state, step_metrics = train_step(state, search_data, keys, epsilon, cutout_prob)
-            sums = step_metrics if sums is None else jax.tree.map(jnp.add, sums, step_metrics)
-            step += 1
-            progress.maybe_report(step, {"epoch": epoch})
-        check_finite(sums, epoch, step)
-        record = epoch_record(
-            state, sums, epoch, epsilon, time.time() - t0,
-            setup=setup, config=config, evaluate=evaluate, search_data=search_data, keys=keys,
-        )  # fmt: skip
-        metrics.write(int(state.step), record)
-        report = {"epoch": epoch, "train_loss": record["train_loss"]}
-        progress.maybe_report(step, {**report, "valid_acc": record["valid_eval_acc"]}, force=True)
-        last = epoch + 1 == s.epochs
-        if last or (epoch + 1) % s.checkpoint_every == 0:
-            ckpt.save(int(state.step), state, {"epoch": epoch + 1, "stage": "search"})
-    metrics.close()
-    ckpt.close()
+    stage = SearchStage(config, setup, search_data, [keys])
+    loop = loop_lib.EpochLoop(stage, keys=keys, shared=search_data, progress=progress,
+                              runs=[loop_lib.RunFiles(metrics, ckpt)])  # fmt: skip
+    try:
+        state = loop.run(state, range(start_epoch, config.search.epochs))
+    finally:
+        metrics.close()
+        ckpt.close()
     return state, setup, search_data
-
-
-def epoch_inputs(config, epoch: int) -> tuple[jax.Array, jax.Array]:
-    """(SDARTS epsilon, cutout probability) of an epoch: both ramp over the search."""
-    s = config.search
-    epsilon = jnp.float32(s.epsilon_min + (s.epsilon_max - s.epsilon_min) * epoch / s.epochs)
-    cutout_prob = jnp.float32(config.data.cutout_prob * epoch / max(s.epochs - 1, 1))
-    return epsilon, cutout_prob
-
-
-def epoch_record(state, sums, epoch: int, epsilon, seconds: float, *, setup: SearchSetup, config,
-                 evaluate, search_data: SearchData, keys: RunKeys) -> dict:  # fmt: skip
-    """The metrics.jsonl record of a finished epoch: step-metric means, eval-mode valid
-    loss/accuracy, softmax(alpha) and the magnitude genotype."""
-    record = {"epoch": epoch, "step": int(state.step), "seconds": seconds}
-    for k, v in sums.items():  # epoch means; accuracies in percent like the reference
-        record[k] = float(v) / setup.steps_per_epoch * (100.0 if k.endswith("_acc") else 1.0)
-    record["lr"] = float(setup.schedule(epoch * setup.steps_per_epoch))
-    record["epsilon"] = float(epsilon)
-    ev = evaluate(state, search_data.valid_x, search_data.valid_y,
-                  jax.random.fold_in(keys.eval, epoch), config.data.eval_batches)  # fmt: skip
-    record.update({f"valid_eval_{k}": v for k, v in ev.items()})
-    weights = arch.mixing_weights(state.arch)
-    record["alphas_softmax"] = {t: np.asarray(w).round(5).tolist() for t, w in weights.items()}
-    record["genotype"] = genotype.derive_genotype(setup.space, weights).to_text()
-    return record
-
-
-def check_finite(sums, epoch, step):
-    bad = [k for k, v in sums.items() if not math.isfinite(float(v))]
-    if bad:
-        raise FloatingPointError(f"Non-finite {', '.join(bad)} in epoch {epoch} (by step {step})")

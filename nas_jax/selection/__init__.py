@@ -1,5 +1,6 @@
 """Architecture selection on a searched supernet (SPEC 7): perturbation-based
-selection (PT) with progressive tuning, PT-Mag, and the DARTS magnitude read-out.
+selection (PT) with progressive tuning, PT-Mag, the DARTS magnitude read-out, and any
+selector registered in `SELECTORS`.
 
 genotype = run_select(config, workdir, search_state, setup, search_data)
 
@@ -7,6 +8,7 @@ Pieces, usable alone:
   scoring    batched removal scores (vmap over variants; one compilation per kind)
   decisions  op / topology rules on score tables (ties as in the reference)
   schedule   events, tuning epochs and the edge order drawn from a key
+  selectors  the selector registry and the context selectors score through
   tuning     the fresh-optimizer tuning step between decisions
 """
 
@@ -21,10 +23,10 @@ from nas_jax.selection.decisions import (
     magnitude_op,
 )
 from nas_jax.selection.run import (
-    METHODS,
     SelectKeys,
     SelectResult,
-    default_config,
+    decide,
+    make_context,
     run_select,
     select,
     validate_config,
@@ -47,22 +49,25 @@ from nas_jax.selection.scoring import (
     score_edge_removals,
     score_op_removals,
 )
+from nas_jax.selection.selectors import SELECTORS, SelectionContext, Selector
 
 __all__ = [
     "CRITERIA",
     "EDGE_ORDERS",
-    "METHODS",
     "TOPOLOGIES",
     "DataProtocol",
     "Decision",
     "Event",
     "PassScores",
+    "SELECTORS",
     "Scorer",
     "SelectKeys",
     "SelectResult",
+    "SelectionContext",
+    "Selector",
     "choose_op",
+    "decide",
     "decision_epochs",
-    "default_config",
     "draw_batch",
     "edge_order",
     "edge_to_delete",
@@ -70,6 +75,7 @@ __all__ = [
     "keep_two_one_shot",
     "magnitude_edges",
     "magnitude_op",
+    "make_context",
     "make_plan",
     "make_variant_scorer",
     "run_select",

@@ -80,12 +80,13 @@ def keep_two_one_shot(
     return a, b
 
 
-def magnitude_op(weights_K: Sequence[float], op_names: Sequence[str], family: str) -> int:
-    """PT-Mag's op (SPEC 7.10): the largest softmax(alpha) entry. DARTS family skips
-    `none` as the DARTS read-out does (SPEC 7.9); NB201 counts it."""
+def magnitude_op(weights_K: Sequence[float], op_names: Sequence[str], *, skip_none: bool) -> int:
+    """PT-Mag's op (SPEC 7.10): the largest softmax(alpha) entry; with `skip_none` (the
+    DARTS family, as its read-out does, SPEC 7.9) never `none`. Ties keep the earliest
+    column."""
     w = np.asarray(weights_K, np.float64)
-    usable = [k for k, name in enumerate(op_names) if family == "nb201" or name != "none"]
-    return max(usable, key=lambda k: (w[k], -k))  # ties keep the earliest column
+    usable = [k for k, name in enumerate(op_names) if not (skip_none and name == "none")]
+    return max(usable, key=lambda k: (w[k], -k))
 
 
 def magnitude_edges(

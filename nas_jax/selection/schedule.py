@@ -14,7 +14,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from nas_jax import spaces
+from nas_jax import families, spaces
 
 EDGE_ORDERS = ("random", "fixed", "reverse")
 
@@ -33,10 +33,16 @@ class Event(NamedTuple):
 
 
 def tuning_epochs(num_events: int, interval: int, family: str) -> int:
-    """Total tuning epochs: interval * (n - 1) + 1 (DARTS), interval * (n - 1) (NB201)."""
+    """Total tuning epochs: interval * (n - 1) plus the family's epochs after the last
+    event (DARTS 1, NB201 0)."""
     if interval == 0 or num_events == 0:
         return 0
-    return interval * (num_events - 1) + (1 if family == "darts" else 0)
+    return interval * (num_events - 1) + families.get_family(family).final_tune_epochs
+
+
+def num_events(space: spaces.SearchSpace) -> int:
+    """Decision events of a space: one per edge, then one per prunable node."""
+    return space.num_edges + len(space.prunable_nodes)
 
 
 def decision_epochs(num_events: int, interval: int, family: str) -> list[int]:

@@ -34,7 +34,16 @@ import optax
 from nas_jax import arch, data
 from nas_jax.reporting import logger
 
-KINDS = ("op", "edge", "base")
+# What a scoring pass compares, as mixing-weight variants with a leading axis:
+#   op    every op of edge `index` removed in turn (SPEC 5.3)
+#   edge  each edge of `index` (padded with -1) removed alone (SPEC 7.4)
+#   base  the weights themselves
+_VARIANTS = {
+    "op": lambda w, cell_type, index: arch.op_removal_variants(w, cell_type, index),
+    "edge": lambda w, cell_type, index: arch.edge_removal_variants(w, cell_type, index),
+    "base": lambda w, cell_type, index: jax.tree.map(lambda a: a[None], w),
+}
+KINDS = tuple(_VARIANTS)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -200,17 +209,9 @@ class Scorer:
         k_data, k_noise = jax.random.split(key)
         x, y, mask_B = draw_batch(self.protocol, *split, k_data, b)
         k_noise = jax.random.fold_in(k_noise, b)
-        if kind == "op":
-            out = score_op_removals(
-                self._score, variables, weights, index, x, y, mask_B, k_noise, cell_type=cell_type
-            )
-        elif kind == "edge":
-            out = score_edge_removals(
-                self._score, variables, weights, index, x, y, mask_B, k_noise, cell_type=cell_type
-            )
-        else:
-            w_1 = jax.tree.map(lambda w: w[None], weights)
-            out = self._base(variables, w_1, x, y, mask_B, k_noise)
+        variants = _VARIANTS[kind](weights, cell_type, index)
+        score = self._base if kind == "base" else self._score
+        out = score(variables, variants, x, y, mask_B, k_noise)
         correct_V, loss_V, count, delta_V = carry
         correct_V, loss_V = correct_V + out[0], loss_V + out[1]
         count = count + jnp.sum(mask_B, dtype=jnp.int32)

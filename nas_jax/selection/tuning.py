@@ -1,16 +1,16 @@
-"""Progressive tuning between decisions (SPEC 7.5, 7.6).
+"""Progressive tuning between decisions (SPEC 7.5, 7.6), as a `train.loop.Stage`.
 
 The search step of the supernet's own method (alphas keep training unless fixed_alpha;
 SDARTS perturbs undecided rows), with a fresh weight optimizer: SGD at search lr / 10,
 constant as in the reference (its cosine scheduler is never stepped; 'cosine' is an
 option), momentum and weight decay as in the search, clip 5. The Adam state of the
 alphas is carried over. As in the reference, the train half is read in shuffled
-passes ('epoch' sampler) and valid batches are i.i.d. draws.
+passes ('epoch' sampler) and valid batches are i.i.d. draws. The SDARTS radius is held
+at its final value and the cutout probability at its configured one.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import jax
@@ -18,7 +18,9 @@ import jax.numpy as jnp
 import optax
 
 from nas_jax import data
-from nas_jax.search import loop, methods, optim
+from nas_jax.search import methods, optim
+from nas_jax.search import run as search_run
+from nas_jax.train import loop as loop_lib
 
 SCHEDULES = ("constant", "cosine")
 
@@ -53,23 +55,16 @@ def fresh_weight_optimizer(state: methods.SearchState, tx: optax.GradientTransfo
 
 
 def make_tune_step(setup, config, tx, schedule, mean, std, start_step: int):
-    """`tune_step(state, search_data, keys, epsilon, cutout_prob) -> (state, metrics)`.
+    """`tune_step(state, keys, search_data, inputs) -> (state, metrics)`.
 
     Tuning step i = state.step - start_step draws train batch i of the shuffled passes
     and an i.i.d. valid batch, all from `keys` folded with i: resumable exactly.
     """
-    s = config.search
     shifted = lambda step: schedule(step - start_step)  # darts_2nd's xi follows tuning lr
-    step_fn = methods.make_search_step(
-        setup.model,
-        s.method,
-        weight_tx=tx,
-        arch_tx=setup.arch_tx,
-        **loop.method_options(s, shifted),
-    )
+    step_fn = search_run.make_step_fn(setup, config, tx, shifted)
     bs = config.data.batch_size
 
-    def tune_step(state, sd: loop.SearchData, keys: TuneKeys, epsilon, cutout_prob):
+    def tune_step(state, keys: TuneKeys, sd: search_run.SearchData, inputs):
         i = state.step - start_step
         k_aug_t, k_aug_v, k_step = jax.random.split(jax.random.fold_in(keys.step, i), 3)
         idx_t = data.epoch_batch_indices(
@@ -78,28 +73,45 @@ def make_tune_step(setup, config, tx, schedule, mean, std, start_step: int):
         idx_v = data.iid_batch_indices(
             keys.valid_data, i, num_examples=sd.valid_y.shape[0], batch_size=bs
         )
-        batches = []
-        for idx, k_aug, x, y in (
-            (idx_t, k_aug_t, sd.train_x, sd.train_y),
-            (idx_v, k_aug_v, sd.valid_x, sd.valid_y),
-        ):
-            xb, yb = data.gather_batch(x, y, idx)
-            batches.append((loop.augment(k_aug, xb, config.data, mean, std, cutout_prob), yb))
-        return step_fn(state, batches[0], batches[1], k_step, epsilon)
+        cutout_prob = inputs["cutout_prob"]
+        train = search_run.draw_batch(k_aug_t, sd.train_x, sd.train_y, idx_t, config.data, mean,
+                                      std, cutout_prob)  # fmt: skip
+        valid = search_run.draw_batch(k_aug_v, sd.valid_x, sd.valid_y, idx_v, config.data, mean,
+                                      std, cutout_prob)  # fmt: skip
+        return step_fn(state, train, valid, k_step, inputs["epsilon"])
 
     return tune_step
 
 
-def tune_epoch(tune_step, state, sd, keys: TuneKeys, steps: int, epsilon, cutout_prob):
-    """`steps` tuning steps; returns the state and the epoch's mean metrics."""
-    sums = None
-    for _ in range(steps):
-        state, m = tune_step(state, sd, keys, epsilon, cutout_prob)
-        sums = m if sums is None else jax.tree.map(jnp.add, sums, m)
-    means = {}
-    for k, v in sums.items():
-        v = float(v) / steps * (100.0 if k.endswith("_acc") else 1.0)
-        if not math.isfinite(v):
-            raise FloatingPointError(f"Non-finite {k} while tuning (by step {int(state.step)})")
-        means[k] = v
-    return state, means
+class TuneStage:
+    """PT tuning as a `train.loop.Stage`: epochs are the tuning phase's (0-based over all
+    events); `event` is set by the selection before each event's epochs."""
+
+    name = "select"
+
+    def __init__(self, setup, config, tx, schedule, mean, std, start_step: int, step_fn=None):
+        self.steps_per_epoch = setup.steps_per_epoch
+        self.schedule = schedule
+        self.step = step_fn or make_tune_step(setup, config, tx, schedule, mean, std, start_step)
+        # Held during projection (SPEC 6.5): the radius at its maximum.
+        self.inputs = {"epsilon": jnp.float32(config.search.epsilon_max),
+                       "cutout_prob": jnp.float32(config.data.cutout_prob)}  # fmt: skip
+        self.event = 0
+
+    def epoch_inputs(self, epoch: int) -> dict:
+        return self.inputs
+
+    def epoch_record(self, state, sums, epoch: int, seconds: float, member: int) -> dict:
+        record = loop_lib.epoch_means(sums, self.steps_per_epoch)
+        record.update(event=self.event, epoch=epoch)
+        record["lr"] = float(self.schedule(epoch * self.steps_per_epoch))
+        return record
+
+    def progress_fields(self, records) -> dict:
+        return {"train_loss": records[0]["train_loss"]}
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        return False  # the selection checkpoints after each decision event
+
+    def checkpoint_meta(self, epoch: int, member: int) -> dict:
+        return {"event": self.event, "stage": "select"}

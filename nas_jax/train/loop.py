@@ -1,0 +1,179 @@
+"""The one epoch loop of the library: search, seed sweeps, PT tuning and retraining.
+
+A stage supplies what differs (a `Stage`: its pure step, per-epoch inputs, what it logs
+and checkpoints); the loop does what they share:
+
+  epochs of jitted steps (state donated) over data already in device memory, the step
+  metrics summed on device, progress lines with steps/s and ETA, a NaN guard (a
+  non-finite metric stops the run with the epoch and the first bad step, before anything
+  of that epoch is written), one metrics.jsonl + TensorBoard record per epoch, and orbax
+  checkpoints on the stage's cadence, so a rerun resumes exactly.
+
+With `seeds=K` the state and the keys carry a leading seed axis and one `jit(vmap(step))`
+advances all K runs (shared data and epoch inputs); records, the NaN guard and
+checkpoints are per seed. Resuming (which checkpoint, which epoch) is the stage's call:
+the loop runs the epochs it is given.
+
+Step convention: `step(state, keys, shared, inputs) -> (state, metrics)`, where `keys`
+are the run's fixed keys (per seed), `shared` the data every seed reads and `inputs` the
+epoch's scalars (`Stage.epoch_inputs`). Randomness comes from `keys` folded with the
+state's step counter, so an epoch computes the same whether or not the run was resumed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from nas_jax.checkpoint import Checkpointer
+from nas_jax.reporting import MetricsWriter, Progress
+
+
+class NonFiniteError(FloatingPointError):
+    """A step metric went NaN or infinite; the message (one line) names the metric, the
+    epoch and the first step, and says what was kept."""
+
+
+class Stage(Protocol):
+    """What a stage supplies to `EpochLoop`."""
+
+    name: str  # in progress lines and errors: 'search', 'select', 'retrain'
+    steps_per_epoch: int
+
+    def step(self, state, keys, shared, inputs) -> tuple[Any, Mapping[str, jax.Array]]:
+        """The pure step (jitted, and vmapped over seeds, by the loop)."""
+
+    def epoch_inputs(self, epoch: int) -> dict:
+        """Scalars the step reads in this epoch (e.g. the SDARTS radius)."""
+
+    def epoch_record(self, state, sums, epoch: int, seconds: float, member: int) -> dict:
+        """One run's metrics.jsonl record of a finished epoch; `sums` are its step metrics
+        summed over the epoch (host scalars), `seconds` the epoch's step time."""
+
+    def progress_fields(self, records: Sequence[dict]) -> dict:
+        """The numbers of the epoch's progress line, from every run's record."""
+
+    def checkpoint_due(self, epoch: int) -> bool:
+        """Whether to checkpoint after `epoch` (finished)."""
+
+    def checkpoint_meta(self, epoch: int, member: int) -> dict:
+        """The JSON saved beside the state after `epoch`."""
+
+
+@dataclasses.dataclass
+class RunFiles:
+    """Where one run (one seed) writes: its metrics and, if it checkpoints, its orbax
+    directory. `label` prefixes its errors (e.g. 'seed 3 (W/seed_1)')."""
+
+    metrics: MetricsWriter
+    checkpoints: Checkpointer | None = None
+    label: str = ""
+
+
+def epoch_means(sums: Mapping, steps: int) -> dict[str, float]:
+    """Per-step means of summed metrics; accuracies (`*_acc`) in percent."""
+    return {k: float(v) / steps * (100.0 if k.endswith("_acc") else 1.0) for k, v in sums.items()}
+
+
+@jax.jit
+def _start(metrics, step):
+    bad = jax.tree.map(lambda v: jnp.where(jnp.isfinite(v), -1, step), metrics)
+    return metrics, bad
+
+
+@jax.jit
+def _accumulate(acc, metrics, step):
+    sums, bad = acc
+    sums = jax.tree.map(jnp.add, sums, metrics)
+    first = lambda b, v: jnp.where((b < 0) & ~jnp.isfinite(v), step, b)
+    return sums, jax.tree.map(first, bad, metrics)
+
+
+@jax.jit
+def stack(trees: list):
+    """Trees of equal structure -> one tree with a leading axis of len(trees)."""
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+@jax.jit
+def unstack(tree) -> list:
+    """A stacked tree -> the list of its members' trees (one jitted call: slicing leaf by
+    leaf eagerly costs a dispatch, and on first use a compilation, per leaf)."""
+    k = jax.tree.leaves(tree)[0].shape[0]
+    return [jax.tree.map(lambda x: x[i], tree) for i in range(k)]
+
+
+class EpochLoop:
+    """Runs a stage's epochs; see the module docstring.
+
+    `runs` has one entry per seed (one without a seed axis). `progress_offset` is the
+    state's step counter where the stage's own count starts (PT tuning continues the
+    search's counter), so progress counts the stage's steps.
+    """
+
+    def __init__(self, stage: Stage, *, keys, shared, runs: Sequence[RunFiles],
+                 progress: Progress, seeds: int = 0, progress_offset: int = 0):  # fmt: skip
+        if seeds and len(runs) != seeds:
+            raise ValueError(f"{len(runs)} run folders for {seeds} seeds")
+        self.stage, self.keys, self.shared, self.runs = stage, keys, shared, list(runs)
+        self.progress, self.seeds, self.offset = progress, seeds, progress_offset
+        step = stage.step if not seeds else jax.vmap(stage.step, in_axes=(0, 0, None, None))
+        self._step = jax.jit(step, donate_argnums=0)
+        self._member_keys = unstack(keys) if seeds else [keys]
+
+    def run(self, state, epochs: Iterable[int]):
+        """Runs `epochs` (consecutive epoch indices) from `state`; returns the final state."""
+        stage, spe = self.stage, self.stage.steps_per_epoch
+        step = int(np.asarray(state.step).reshape(-1)[0])
+        for epoch in epochs:
+            t0 = time.time()
+            inputs = stage.epoch_inputs(epoch)
+            acc = None
+            for _ in range(spe):
+                state, metrics = self._step(state, self.keys, self.shared, inputs)
+                step += 1
+                acc = _start(metrics, step) if acc is None else _accumulate(acc, metrics, step)
+                self.progress.maybe_report(step - self.offset, {"epoch": epoch})
+            seconds = time.time() - t0
+            states = unstack(state) if self.seeds else [state]
+            sums, bad = (self._per_run(tree) for tree in jax.device_get(acc))
+            for run, first_bad in zip(self.runs, bad, strict=True):
+                self._guard(run, first_bad, epoch, step - spe + 1)
+            records = [
+                stage.epoch_record(s, sums[k], epoch, seconds, k) for k, s in enumerate(states)
+            ]
+            for run, record in zip(self.runs, records, strict=True):
+                run.metrics.write(step, record)
+            fields = {"epoch": epoch, **stage.progress_fields(records)}
+            self.progress.maybe_report(step - self.offset, fields, force=True)
+            if stage.checkpoint_due(epoch):
+                for k, (run, s) in enumerate(zip(self.runs, states, strict=True)):
+                    if run.checkpoints is not None:
+                        run.checkpoints.save(step, s, stage.checkpoint_meta(epoch, k))
+        return state
+
+    def _per_run(self, tree) -> list:
+        """Host values of every run (the seed axis split on the host)."""
+        if not self.seeds:
+            return [tree]
+        return [jax.tree.map(lambda x, k=k: x[k], tree) for k in range(self.seeds)]
+
+    def _guard(self, run: RunFiles, first_bad: Mapping, epoch: int, first_step: int) -> None:
+        bad = {k: int(v) for k, v in first_bad.items() if int(v) >= 0}
+        if not bad:
+            return
+        at = min(bad.values())
+        names = ", ".join(sorted(k for k, v in bad.items() if v == at))
+        where = f"{run.label}: " if run.label else ""
+        kept = "the last checkpoint" if run.checkpoints is not None else "earlier results"
+        raise NonFiniteError(
+            f"{where}{self.stage.name} diverged: non-finite {names} at step {at} (epoch "
+            f"{epoch}, steps {first_step}-{first_step + self.stage.steps_per_epoch - 1}); "
+            f"nothing of epoch {epoch} was written, {kept} is kept"
+        )
