@@ -107,7 +107,10 @@ def test_summary_cli():
 
 @pytest.mark.parametrize(
     "args,accepted",
-    [(["--space", "s9"], "accepted: s1, s2, s3, s4, s5, darts8, nb201"), (["--genotype", "nope"], "Registered:")],
+    [
+        (["--space", "s9"], "accepted: s1, s2, s3, s4, s5, darts8, nb201"),
+        (["--genotype", "nope"], "Registered:"),
+    ],
 )
 def test_summary_cli_unknown_names(args, accepted):
     out = _run_summary(*args)

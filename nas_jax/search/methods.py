@@ -81,8 +81,9 @@ class SearchMethod:
 
     name: the `search.method` value.
     arch_grad: how the alpha gradient is taken (an `arch_grads` rule:
-        `(forward, params, batch_stats, arch_state, train_batch, valid_batch, key, xi) ->
-        (grad, batch_stats, metrics)`), or None: alphas are not trained.
+        `(forward, params, batch_stats, arch_state, train_batch, valid_batch, key, xi, *,
+        mixing) -> (grad, batch_stats, metrics)`, differentiating through the method's
+        `mixing`), or None: alphas are not trained.
     mixing: `(arch_state, options) -> mixing weights`: how alphas become the weights
         every forward of the weight step, and of selection, uses.
     perturb: what the weight step sees instead of the clean weights, or None:
@@ -272,8 +273,9 @@ def make_search_step(
             xi = opts.get("weight_lr")
             xi = xi(state.step) if callable(xi) else xi
             g, batch_stats, arch_metrics = m.arch_grad(
-                forward, state.params, batch_stats, arch_state, train_batch, valid_batch, k_arch, xi
-            )
+                forward, state.params, batch_stats, arch_state, train_batch, valid_batch,
+                k_arch, xi, mixing=lambda a: m.mixing(a, opts),
+            )  # fmt: skip
             updates, arch_opt_state = arch_tx.update(g, arch_opt_state, arch_state.alphas)
             arch_state = arch_state._replace(alphas=optax.apply_updates(arch_state.alphas, updates))
             metrics.update(arch_metrics, arch_grad_norm=arch_grads.global_norm(g))
