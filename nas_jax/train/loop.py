@@ -125,7 +125,6 @@ class EpochLoop:
         self.progress, self.seeds, self.offset = progress, seeds, progress_offset
         step = stage.step if not seeds else jax.vmap(stage.step, in_axes=(0, 0, None, None))
         self._step = jax.jit(step, donate_argnums=0)
-        self._member_keys = unstack(keys) if seeds else [keys]
 
     def run(self, state, epochs: Iterable[int]):
         """Runs `epochs` (consecutive epoch indices) from `state`; returns the final state."""
