@@ -39,9 +39,9 @@ def main() -> None:
     p.add_argument("--json", default="")
     a = p.parse_args()
 
-    from nas_jax import host
+    from nas_jax import kernels
 
-    host.configure_allocator()  # as the entry points do
+    kernels.configure_allocator()  # as the entry points do
     import jax
     import jax.numpy as jnp
     import numpy as np

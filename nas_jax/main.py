@@ -24,9 +24,9 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from nas_jax import evaluation, host, pipeline, reporting  # after flag parsing: fast --help
+    from nas_jax import evaluation, kernels, pipeline, reporting  # after flag parsing: fast --help
 
-    host.configure_allocator()  # before the first computation: XLA:CPU's buffers reused
+    kernels.configure_allocator()  # before the first computation: XLA:CPU's buffers reused
     reporting.setup_logging()
 
     try:

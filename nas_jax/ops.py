@@ -14,8 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax import native, pooling
-from nas_jax.conv import depthwise_conv, native_active
+from nas_jax.kernels import depthwise_conv, native, native_active, pooling
 
 # PyTorch's kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -96,7 +95,7 @@ def dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
 
 
 class DepthwiseConv(nn.Module):
-    """groups=C convolution; the implementation is chosen per backend in `nas_jax.conv`."""
+    """groups=C convolution; the implementation is chosen per backend (`nas_jax.kernels`)."""
 
     k: int
     stride: int = 1
@@ -159,7 +158,7 @@ def relu_dw_pw(x, k: int, stride: int, padding: int, dilation: int, C_out: int, 
     """ReLU - depthwise - pointwise (bias-free 1x1) conv, inside a compact module, with
     the parameters `DepthwiseConv_{index}/kernel` and `Conv_{index}/kernel` (Flax's
     auto-names in SepConv and DilConv). Where the C++ kernels run (`native_active`) the
-    three ops are one custom call (`nas_jax.native.sep`: the depthwise output never
+    three ops are one custom call (`nas_jax.kernels.native.sep`: the depthwise output never
     leaves the cache); elsewhere they are the separate modules."""
     if not native_active(x.dtype):
         x = DepthwiseConv(k, stride, padding, dilation, name=f"DepthwiseConv_{index}")(nn.relu(x))

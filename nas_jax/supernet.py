@@ -34,7 +34,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax import ops, spaces
-from nas_jax.fusion import materialize
+from nas_jax.kernels import materialize
 
 ENV_VAR = "NAS_JAX_EDGE_BATCHING"
 MODES = ("none", "source")

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax import lax
 
-from nas_jax.conv import (
+from nas_jax.kernels.depthwise import (
     BACKWARD_ENV_VAR,
     ENV_VAR,
     IMPLS,

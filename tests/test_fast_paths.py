@@ -12,7 +12,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_jax import conv, fusion, host, ops, pooling
+from nas_jax import ops
+from nas_jax.kernels import allocator as host
+from nas_jax.kernels import depthwise as conv
+from nas_jax.kernels import fusion, pooling
 
 
 def _normal(shape, seed):
@@ -138,8 +141,8 @@ def test_configure_allocator(monkeypatch):
 
 _REALLOC_FAULTS = """
 import resource, numpy as np
-from nas_jax import host
-host.configure_allocator()
+from nas_jax.kernels import allocator
+allocator.configure_allocator()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 a = np.ones(64 * 2**20 // 8); del a
 f0 = faults(); a = np.ones(64 * 2**20 // 8); del a

@@ -1,4 +1,4 @@
-"""The C++ XLA:CPU kernels (nas_jax.native) against independent references: a float64 loop
+"""The C++ XLA:CPU kernels (nas_jax.kernels.native) against independent references: a float64 loop
 transcription of torch's grouped conv, XLA's grouped conv, and the ops composed in JAX."""
 
 import json
@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from test_conv import _loop_reference
 
-from nas_jax import native, ops
-from nas_jax.conv import ENV_VAR, depthwise_conv
+from nas_jax import ops
+from nas_jax.kernels import native
+from nas_jax.kernels.depthwise import ENV_VAR, depthwise_conv
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C++ compiler: the kernels cannot be built"
@@ -175,8 +176,7 @@ def _run(code: str, **env) -> dict:
 
 _PROBE = """
 import json, jax, jax.numpy as jnp, numpy as np
-from nas_jax import native
-from nas_jax.conv import depthwise_conv, native_active
+from nas_jax.kernels import depthwise_conv, native, native_active
 x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 7, 5)), jnp.float32)
 w = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 1, 5)), jnp.float32)
 loss = lambda w, impl: jnp.sum(jnp.sin(depthwise_conv(x, w, padding=1, impl=impl)))

@@ -35,7 +35,7 @@ import time
 
 import jax  # only its version here: the backend starts in the rows' processes
 
-from nas_jax import host, precision, spaces
+from nas_jax import kernels, precision, spaces
 from nas_jax.bench import cases as cases_lib
 from nas_jax.bench import report
 
@@ -112,7 +112,7 @@ def measure(case: str, space: str, a) -> report.Row:
     """Builds, compiles and times one row in this process."""
     row = report.Row(case, space, row_sizes(a, case, space))
     t_start = time.perf_counter()
-    allocator = "reuse" if host.configure_allocator() else "default"  # before the backend
+    allocator = "reuse" if kernels.configure_allocator() else "default"  # before the backend
     sizes = cases_lib.Sizes(
         space=space if case != "retrain" else "s5", batch=a.batch, C=a.C, layers=a.layers,
         nb201_cells=a.nb201_cells, image=a.image, score_batches=a.score_batches,

@@ -7,7 +7,7 @@ Impls (all equal torch's grouped Conv2d; see `depthwise_conv`):
   shift_vjp  'shift' forward with a custom VJP (backward below). No forward-mode AD
              (jax.jvp/jacfwd).
   dense      dense conv with the (k, k, C, C) diagonal kernel: C times the FLOPs.
-  native     C++ XLA FFI kernels (`nas_jax.native`) for float32 on CPU, built on first
+  native     C++ XLA FFI kernels (`nas_jax.kernels.native`) for float32 on CPU, built on first
              use; 'shift_vjp' for other dtypes or where they cannot be built. No
              forward-mode AD. `nas_jax.ops` also fuses ReLU - depthwise - pointwise into
              one call where `native_active`.
@@ -33,11 +33,11 @@ convs natively; not measured here). bfloat16 (k{3,5}, dilation 1) ranks the same
 dense wins only at C16 k5.
 
 Since then the CPU default is 'native' (one pass per image in C++, the intermediates in
-cache; see `nas_jax.native` for its numbers): on the 2-core AMD EPYC (Zen 5) the s5
+cache; see `nas_jax.kernels.native` for its numbers): on the 2-core AMD EPYC (Zen 5) the s5
 weight step (L=8, batch 64, C=16) takes 2.7-2.9 s with it against 7.4 s with
 'shift_vjp', which stays the fallback and the reference the tests compare against.
 
-The shift_vjp backward ($NAS_JAX_TAP_BACKWARD, read at trace time; `nas_jax.pooling`
+The shift_vjp backward ($NAS_JAX_TAP_BACKWARD, read at trace time; `nas_jax.kernels.pooling`
 follows the same switch for its pools):
   chunks  default. dx: at stride 1 the shift conv of ct with the flipped kernel, else
           autodiff's transpose; dw: the k*k reductions per L2-sized batch chunk, in a scan.
@@ -68,8 +68,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from nas_jax import native
-from nas_jax.fusion import materialize
+from nas_jax.kernels import native
+from nas_jax.kernels.fusion import materialize
 
 ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
 IMPLS = ("xla", "shift", "shift_vjp", "dense", "native")
@@ -131,7 +131,7 @@ def _dense(x, w, stride, padding, dilation):
 
 def tap_slices(x, kh, kw, stride, padding, dilation):
     """Yields ((i, j), slice of the zero-padded input that tap (i, j) multiplies), in
-    window scan order. Shared with `nas_jax.pooling` (which pads first, padding=0)."""
+    window scan order. Shared with `nas_jax.kernels.pooling` (which pads first, padding=0)."""
     n, h, wd, c = x.shape
     ho = _out_size(h, kh, stride, padding, dilation)
     wo = _out_size(wd, kw, stride, padding, dilation)
@@ -344,7 +344,7 @@ def native_active(dtype, impl: str | None = None) -> bool:
 
 
 def _native(x, w, stride, padding, dilation):
-    # float32 on CPU through the C++ kernels (nas_jax.native); other dtypes and
+    # float32 on CPU through the C++ kernels (nas_jax.kernels.native); other dtypes and
     # backends, or no kernels (no compiler), through 'shift_vjp'.
     if native_active(x.dtype, "native"):
         return native.forward(x, w, stride, padding, dilation)

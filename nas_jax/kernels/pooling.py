@@ -16,8 +16,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax import fusion
-from nas_jax.conv import tap_backward, tap_slices, transpose_taps
+from nas_jax.kernels import fusion
+from nas_jax.kernels.depthwise import tap_backward, tap_slices, transpose_taps
 
 _PAD = ((0, 0), (1, 1), (1, 1), (0, 0))
 

@@ -7,8 +7,9 @@ ReLU - depthwise - pointwise block fused into one call (`sep`, with its VJP `sep
 the CPU: $NAS_JAX_NATIVE_CACHE, else $XDG_CACHE_HOME/nas_jax/native, else
 ~/.cache/nas_jax/native. The library is written to a temporary name and renamed, so
 concurrent first uses (pytest -n) never load a half-written file. Without a working
-compiler `available()` is False, the reason is logged once, and `nas_jax.conv` falls back
-to its pure-JAX CPU path. $NAS_JAX_NATIVE=0 disables the kernels.
+compiler `available()` is False, the reason is logged once, and
+`nas_jax.kernels.depthwise` falls back to its pure-JAX CPU path. $NAS_JAX_NATIVE=0
+disables the kernels.
 
 The three ops are bilinear and each one's VJP is made of the other two:
   forward(x, w)       = F(x, w)          (out = depthwise conv)
@@ -116,13 +117,13 @@ def available() -> bool:
         return False
     cxx = _compiler()
     if cxx is None:
-        _log.warning("nas_jax.native: no C++ compiler (%s); using the pure-JAX path",
+        _log.warning("nas_jax.kernels.native: no C++ compiler (%s); using the pure-JAX path",
                      os.environ.get("CXX") or "c++")  # fmt: skip
         return False
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        _log.warning("nas_jax.native: build failed, using the pure-JAX path: %s", e)
+        _log.warning("nas_jax.kernels.native: build failed, using the pure-JAX path: %s", e)
         return False
     for target, symbol in _TARGETS.items():
         capsule = jax.ffi.pycapsule(getattr(lib, symbol))
@@ -134,8 +135,8 @@ def _call(target, shape, args, stride, padding, dilation):
     """One custom call on `args`; `shape` is the result's shape, or a list of them."""
     if not available():
         raise RuntimeError(
-            f"nas_jax.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
-            "the build failed: see the log); use nas_jax.conv.depthwise_conv, which falls back"
+            f"nas_jax.kernels.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
+            "the build failed: see the log); use nas_jax.kernels.depthwise_conv, which falls back"
         )
     many = isinstance(shape, list)
     results = [jax.ShapeDtypeStruct(tuple(s), np.float32) for s in (shape if many else [shape])]
