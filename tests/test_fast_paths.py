@@ -14,7 +14,6 @@ import pytest
 
 from nas_jax import ops
 from nas_jax.kernels import allocator as host
-from nas_jax.kernels import depthwise as conv
 from nas_jax.kernels import fusion, pooling
 
 
@@ -51,11 +50,9 @@ def test_pointwise_conv_keeps_flax_names_inside_ops():
     assert tree["Conv_0"]["kernel"].shape == (1, 1, 3, 4)
 
 
-@pytest.mark.parametrize("mode", ["chunks", "rows"])  # $NAS_JAX_TAP_BACKWARD
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9), (1, 1), (2, 3)])
-def test_sliced_avg_pool_equals_reduce_window(monkeypatch, mode, stride, hw):
-    monkeypatch.setenv(conv.BACKWARD_ENV_VAR, mode)
+def test_sliced_avg_pool_equals_reduce_window(stride, hw):
     x = _normal((2, *hw, 3), 2)
     ref = lambda x: nn.avg_pool(x, (3, 3), (stride, stride), ((1, 1), (1, 1)),
                                 count_include_pad=False)  # fmt: skip
@@ -70,13 +67,9 @@ def test_sliced_avg_pool_equals_reduce_window(monkeypatch, mode, stride, hw):
         assert not np.allclose(ours(x), incl, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["chunks", "rows"])  # $NAS_JAX_TAP_BACKWARD
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9), (1, 1), (2, 3)])
-def test_sliced_max_pool_equals_reduce_window_with_first_max_gradient(
-    monkeypatch, mode, stride, hw
-):
-    monkeypatch.setenv(conv.BACKWARD_ENV_VAR, mode)
+def test_sliced_max_pool_equals_reduce_window_with_first_max_gradient(stride, hw):
     x = _normal((2, *hw, 3), 6)
     x = x.at[:, ::2, :, 0].set(0.25)  # ties: the gradient goes to the first maximal tap
     x = x.at[0, 0, : min(2, hw[1]), 1].set(9.0)  # a tie that is surely the window's max

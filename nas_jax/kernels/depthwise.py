@@ -37,26 +37,8 @@ cache; see `nas_jax.kernels.native` for its numbers): on the 2-core AMD EPYC (Ze
 weight step (L=8, batch 64, C=16) takes 2.7-2.9 s with it against 7.4 s with
 'shift_vjp', which stays the fallback and the reference the tests compare against.
 
-The shift_vjp backward ($NAS_JAX_TAP_BACKWARD, read at trace time; `nas_jax.kernels.pooling`
-follows the same switch for its pools):
-  chunks  default. dx: at stride 1 the shift conv of ct with the flipped kernel, else
-          autodiff's transpose; dw: the k*k reductions per L2-sized batch chunk, in a scan.
-  rows    opt-in. dx: `transpose_taps` (unstrided slices per input phase), materialized
-          before a node sums it; dw: `_shift_dw_rows` (row-block multiply-adds, then one
-          reduction). Pools: `transpose_taps`, materialized.
-In the s5 weight step (`python -m nas_jax.bench --cases weight --spaces s5 --layers 3`,
-2-core AMD EPYC Zen 5, jax 0.10.2, float32, batch 64, C=16, L=3 cells), 'rows' takes
-1,223 ms a step against 3,630 ms, but compiles in 123 s instead of 73 s and peaks at
-8.1 GB instead of 5.7 GB; at L=8 its compile and run did not fit in 24 GB (nor with row
-blocks of 4 or 8), where 'chunks' takes 7.4 s. At L=5 'rows' takes 1,497 ms, compiles in
-228 s and peaks at 17.2 GB. Hence opt-in, for smaller networks.
-The compile memory is XLA's fusion pass: it builds a reachability map of the entry
-computation, N^2 bits for N instructions (sampled with gdb: RSS 2.2 -> 7.2 GB inside
-`HloReachabilityMap::Build` at L=3), and 'rows' unrolls ~3 * 16 instructions per tap.
-Tried and dropped (2-core EPYC, L=3 unless said): each backward as a `lax.cond` branch
-(its own computation; peak 6.5 GB, but 2,055 ms: conditionals cost XLA:CPU its overlap
-of independent ops), the row sums as a reshape + reduce (3,951 ms), 'rows' dx with the
-chunked dw (2,567 ms; at L=8 8,047 ms, no better than 'chunks').
+The shift_vjp backward: dx at stride 1 is the shift conv of ct with the flipped kernel,
+else autodiff's transpose; dw is the k*k reductions per L2-sized batch chunk, in a scan.
 """
 
 from __future__ import annotations
@@ -75,9 +57,6 @@ ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
 IMPLS = ("xla", "shift", "shift_vjp", "dense", "native")
 _BACKEND_DEFAULTS = {"cpu": "native"}
 _DW_CHUNK_BYTES = 256 * 1024
-_DW_ROW_BLOCK = 16  # output rows each tap sums before the reduction (_shift_dw_rows)
-BACKWARD_ENV_VAR = "NAS_JAX_TAP_BACKWARD"
-BACKWARDS = ("chunks", "rows")
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
@@ -93,16 +72,6 @@ def _resolve_impl(impl: str | None) -> str:
     if impl not in IMPLS:
         raise ValueError(f"unknown depthwise impl {impl!r}; accepted: {', '.join(IMPLS)}")
     return impl
-
-
-def tap_backward(mode: str | None = None) -> str:
-    """The backward formulation of the shift depthwise conv and the sliced pools,
-    'chunks' (default) or 'rows' (see the module docstring): `mode`, else
-    $NAS_JAX_TAP_BACKWARD, else 'chunks'. Read at trace time."""
-    mode = mode or os.environ.get(BACKWARD_ENV_VAR) or "chunks"
-    if mode not in BACKWARDS:
-        raise ValueError(f"unknown tap backward {mode!r}; accepted: {', '.join(BACKWARDS)}")
-    return mode
 
 
 def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
@@ -142,74 +111,6 @@ def tap_slices(x, kh, kw, stride, padding, dilation):
             h0, w0 = i * dilation, j * dilation
             limit = (n, h0 + (ho - 1) * stride + 1, w0 + (wo - 1) * stride + 1, c)
             yield (i, j), lax.slice(x, (0, h0, w0, 0), limit, (1, stride, stride, 1))
-
-
-def _phase_taps(k, stride, padding, dilation):
-    """Per input phase r (positions y = stride*m + r): [(tap i, offset q)] where tap i
-    reads y from output o = m + q, i.e. y = o*stride + i*dilation - padding."""
-    return [
-        [(i, (r + padding - i * dilation) // stride) for i in range(k)
-         if (r + padding - i * dilation) % stride == 0]
-        for r in range(stride)
-    ]  # fmt: skip
-
-
-def transpose_taps(sources, term, in_shape, kh, kw, stride, padding, dilation, pad_values=None):
-    """The input gradient of a k x k tap op (conv, pool) as slices of padded arrays.
-
-    The op's output o reads input y = o*stride + i*dilation - padding through tap (i, j).
-    `sources` are arrays on the output grid (N, Ho, Wo, ...): the cotangent, and for the
-    max pool its argmax index. `term(i, j, views)` is the contribution of tap (i, j),
-    given the sources' slices aligned to the input positions it reaches. Each input
-    phase (y mod stride) is summed from unstrided slices of the zero-padded (or
-    `pad_values`-padded) sources, and the stride**2 phases are interleaved. Autodiff's
-    transpose of a strided slice is an interior pad per tap, which XLA:CPU fuses into
-    the gradient sum as bounds checks on every element (234 ms for one 64x32x32x32
-    input gradient of a DARTS reduction cell).
-    """
-    n, h, w, _ = in_shape
-    ho, wo = sources[0].shape[1:3]
-    ph_h = _phase_taps(kh, stride, padding, dilation)
-    ph_w = _phase_taps(kw, stride, padding, dilation)
-    qs_h = [q for taps in ph_h for _, q in taps] or [0]
-    qs_w = [q for taps in ph_w for _, q in taps] or [0]
-    m_h, m_w = -(-h // stride), -(-w // stride)  # positions of phase 0, the most
-    lo_h, lo_w = max(0, -min(qs_h)), max(0, -min(qs_w))
-    hi_h = max(0, m_h - 1 + max(qs_h) - (ho - 1))
-    hi_w = max(0, m_w - 1 + max(qs_w) - (wo - 1))
-    pad_values = pad_values or [0] * len(sources)
-    padded = [
-        materialize(jnp.pad(src, ((0, 0), (lo_h, hi_h), (lo_w, hi_w)) + ((0, 0),) * (src.ndim - 3),
-                            constant_values=v))
-        for src, v in zip(sources, pad_values)
-    ]  # fmt: skip
-
-    def view(src, qh, qw):
-        return lax.slice_in_dim(lax.slice_in_dim(src, lo_h + qh, lo_h + qh + m_h, axis=1),
-                                lo_w + qw, lo_w + qw + m_w, axis=2)  # fmt: skip
-
-    rows = []
-    for taps_h in ph_h:
-        cols = []
-        for taps_w in ph_w:
-            total = None
-            for i, qh in taps_h:
-                for j, qw in taps_w:
-                    t = term(i, j, [view(src, qh, qw) for src in padded])
-                    total = t if total is None else total + t
-            cols.append(total)
-        rows.append(cols)
-    like = next(t for cols in rows for t in cols if t is not None)
-    zero = jnp.zeros_like(like)
-    rows = [[zero if t is None else t for t in cols] for cols in rows]
-    if stride == 1:
-        dx = rows[0][0]
-    else:
-        # (N, m_h, s, m_w, s, C) -> (N, m_h*s, m_w*s, C), then crop the phases that
-        # have fewer positions (odd sizes).
-        dx = jnp.stack([jnp.stack(cols, axis=3) for cols in rows], axis=2)
-        dx = dx.reshape(n, m_h * stride, m_w * stride, *like.shape[3:])
-    return dx[:, :h, :w]
 
 
 def _acc_dtype(dtype):
@@ -256,40 +157,6 @@ def _shift_dw_chunks(x, ct, kh, kw, stride, padding, dilation):
     return lax.scan(chunk, init, (split(x.astype(acc)), split(ct.astype(acc))))[0]
 
 
-def _shift_dw_rows(x, ct, kh, kw, stride, padding, dilation):
-    # dw[i, j, c] = sum over (n, h, w) of xpad[n, h*s + i*d, w*s + j*d, c] * ct[n, h, w, c].
-    # Autodiff of 'shift' gives k*k reductions over the whole batch, and XLA:CPU's
-    # reductions (YNNPACK's or its own) run at a fraction of its fused elementwise
-    # loops' speed. So each tap first sums `_DW_ROW_BLOCK` output rows with plain
-    # multiply-adds of row slices (one elementwise loop, no reduce), and one reduction
-    # over the 1/_DW_ROW_BLOCK-sized stack of partial sums finishes all taps.
-    n, ho, wo, c = ct.shape
-    acc = _acc_dtype(x.dtype)
-    rows = max(b for b in range(1, min(_DW_ROW_BLOCK, ho) + 1) if ho % b == 0)
-    blocks = ho // rows
-    s, d = stride, dilation
-    xp = jnp.pad(x.astype(acc), ((0, 0), (padding, padding), (padding, padding), (0, 0)))
-    ct = ct.astype(acc)
-    # Output rows u, u + rows, u + 2*rows, ...: partial sums over row phase u.
-    last = (blocks - 1) * rows + 1
-    ct_rows = [lax.slice_in_dim(ct, u, u + last, rows, axis=1) for u in range(rows)]
-    taps = []
-    for i in range(kh):
-        for j in range(kw):
-            total = None
-            for u in range(rows):
-                h0, w0 = u * s + i * d, j * d
-                xr = lax.slice(
-                    xp, (0, h0, w0, 0),
-                    (n, h0 + (blocks - 1) * rows * s + 1, w0 + (wo - 1) * s + 1, c),
-                    (1, rows * s, s, 1),
-                )  # fmt: skip
-                term = xr * ct_rows[u]
-                total = term if total is None else total + term
-            taps.append(total)
-    return jnp.sum(jnp.stack(taps), axis=(1, 2, 3)).reshape(kh, kw, 1, c)
-
-
 # Same forward as 'shift'; only the weight gradient differs. Caveat of
 # custom_vjp: no forward-mode AD (jax.jvp / jacfwd); use 'shift' for that.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
@@ -307,15 +174,6 @@ def _shift_vjp_bwd(stride, padding, dilation, res, ct):
     # or the elementwise chain that produced it is fused into every one of them.
     ct = materialize(ct)
     kh, kw = w.shape[:2]
-    if tap_backward() == "rows":
-        acc = _acc_dtype(ct.dtype)
-        wa = w.astype(acc)
-        dx = transpose_taps([ct.astype(acc)], lambda i, j, v: v[0] * wa[i, j, 0], x.shape,
-                            kh, kw, stride, padding, dilation)  # fmt: skip
-        # Materialized: a node's gradient sums the dx of every op reading it, and
-        # XLA:CPU runs one sum of hundreds of fused slices far slower than a loop per dx.
-        dx = materialize(dx.astype(x.dtype))
-        return dx, _shift_dw_rows(x, ct, kh, kw, stride, padding, dilation).astype(w.dtype)
     q = (kh - 1) * dilation - padding
     if stride == 1 and kh == kw and q >= 0:
         # The transposed conv is a conv of ct with the flipped kernel: k*k slices of one

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.kernels import fusion
-from nas_jax.kernels.depthwise import tap_backward, tap_slices, transpose_taps
+from nas_jax.kernels.depthwise import tap_slices
 
 _PAD = ((0, 0), (1, 1), (1, 1), (0, 0))
 
@@ -66,18 +66,13 @@ def _avg_pool_fwd(x, stride):
 def _avg_pool_bwd(stride, res, ct):
     shape, inv = res
     g = fusion.materialize(ct).astype(inv.dtype) * inv
-    if tap_backward() == "chunks":
-        if stride == 1:
-            # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
-            # cotangent (9 slices of one array, not 9 bounds-checked pads; see conv.py).
-            dx = functools.reduce(jnp.add, _taps(jnp.pad(g, _PAD), 1))
-        else:
-            dx = _untap([g] * 9, shape, stride)
-        return (dx.astype(ct.dtype),)
-    # Slices of one padded array per input phase (see `conv.transpose_taps`),
-    # materialized like every op's dx before a node sums them.
-    dx = transpose_taps([g], lambda i, j, v: v[0], shape, 3, 3, stride, 1, 1)
-    return (fusion.materialize(dx.astype(ct.dtype)),)
+    if stride == 1:
+        # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
+        # cotangent (9 slices of one array, not 9 bounds-checked pads).
+        dx = functools.reduce(jnp.add, _taps(jnp.pad(g, _PAD), 1))
+    else:
+        dx = _untap([g] * 9, shape, stride)
+    return (dx.astype(ct.dtype),)
 
 
 avg_pool_3x3.defvjp(_avg_pool_fwd, _avg_pool_bwd)
@@ -116,25 +111,16 @@ def _max_pool_fwd(x, stride):
 def _max_pool_bwd(stride, res, ct):
     shape, first = res
     ct = fusion.materialize(ct)  # read by 9 terms
-    if tap_backward() == "chunks":
-        if stride == 1:
-            # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first
-            # maximal tap is a: slices of one padded ct and one padded index array.
-            cts = _taps(jnp.pad(ct, _PAD), 1)
-            firsts = _taps(jnp.pad(first, _PAD, constant_values=-1), 1)
-            zero = jnp.zeros(shape, ct.dtype)
-            terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
-            return (functools.reduce(jnp.add, terms),)
-        zero = jnp.zeros_like(ct)
-        return (_untap([jnp.where(first == t, ct, zero) for t in range(9)], shape, stride),)
-
-    def term(i, j, views):
-        # dx[y] gets ct[o] from every window o whose first maximal tap is (i, j) at y.
-        g, f = views
-        return jnp.where(f == 3 * i + j, g, jnp.zeros_like(g))
-
-    dx = transpose_taps([ct, first], term, shape, 3, 3, stride, 1, 1, pad_values=[0, -1])
-    return (fusion.materialize(dx),)
+    if stride == 1:
+        # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first
+        # maximal tap is a: slices of one padded ct and one padded index array.
+        cts = _taps(jnp.pad(ct, _PAD), 1)
+        firsts = _taps(jnp.pad(first, _PAD, constant_values=-1), 1)
+        zero = jnp.zeros(shape, ct.dtype)
+        terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
+        return (functools.reduce(jnp.add, terms),)
+    zero = jnp.zeros_like(ct)
+    return (_untap([jnp.where(first == t, ct, zero) for t in range(9)], shape, stride),)
 
 
 max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
