@@ -8,12 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from nas_jax.kernels.depthwise import (
-    ENV_VAR,
-    IMPLS,
-    default_depthwise_impl,
-    depthwise_conv,
-)
+from nas_jax.kernels import settings
+from nas_jax.kernels.depthwise import IMPLS, depthwise_conv
 
 EVEN, ODD = (8, 8), (7, 9)  # odd is also non-square
 # (k, stride, padding, dilation, (H, W)): SepConv/DilConv settings of the DARTS space,
@@ -209,15 +205,16 @@ def test_bad_kernel_shape_raises():
 
 
 def test_default_and_env_override(monkeypatch):
-    assert default_depthwise_impl("gpu") == "xla"
-    assert default_depthwise_impl("tpu") == "xla"
-    assert default_depthwise_impl("cpu") in IMPLS
-    assert default_depthwise_impl() == default_depthwise_impl(jax.default_backend())
+    assert settings.default("depthwise", "gpu") == "xla"
+    assert settings.default("depthwise", "tpu") == "xla"
+    assert settings.default("depthwise", "cpu") == "native"
+    assert settings.default("depthwise") == settings.default("depthwise", jax.default_backend())
     x, w = _inputs((6, 6))
-    monkeypatch.setenv(ENV_VAR, "bogus")
+    env_var = settings.ENV_VARS["depthwise"]
+    monkeypatch.setenv(env_var, "bogus")
     with pytest.raises(ValueError, match="bogus"):
         depthwise_conv(x, w, padding=1)
-    monkeypatch.setenv(ENV_VAR, "dense")
+    monkeypatch.setenv(env_var, "dense")
     np.testing.assert_allclose(
         depthwise_conv(x, w, padding=1),
         _loop_reference(x, w, 1, 1, 1),

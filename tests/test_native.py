@@ -14,8 +14,7 @@ import pytest
 from test_conv import _loop_reference
 
 from nas_jax import ops
-from nas_jax.kernels import native
-from nas_jax.kernels.depthwise import ENV_VAR, depthwise_conv
+from nas_jax.kernels import depthwise_conv, native, settings
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C++ compiler: the kernels cannot be built"
@@ -143,7 +142,7 @@ def test_fused_ops_keep_the_parameter_tree(op, monkeypatch):
     x = _normal((2, 8, 8, 16), 18)
     results = {}
     for impl in ("native", "shift_vjp"):
-        monkeypatch.setenv(ENV_VAR, impl)
+        monkeypatch.setenv(settings.ENV_VARS["depthwise"], impl)
         mod = ops.make_op(op, 16, 2, True)
         variables = mod.init(jax.random.key(0), x, train=True)
 

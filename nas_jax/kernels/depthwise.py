@@ -44,34 +44,23 @@ else autodiff's transpose; dw is the k*k reductions per L2-sized batch chunk, in
 from __future__ import annotations
 
 import functools
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-from nas_jax.kernels import native
+from nas_jax.kernels import native, settings
 from nas_jax.kernels.fusion import materialize
 
-ENV_VAR = "NAS_JAX_DEPTHWISE_IMPL"
-IMPLS = ("xla", "shift", "shift_vjp", "dense", "native")
-_BACKEND_DEFAULTS = {"cpu": "native"}
+IMPLS = settings.ACCEPTED["depthwise"]
 _DW_CHUNK_BYTES = 256 * 1024
 _DN = ("NHWC", "HWIO", "NHWC")
 
 
-def default_depthwise_impl(backend: str | None = None) -> str:
-    """Measured-best impl for `backend` (default: `jax.default_backend()`)."""
-    backend = backend or jax.default_backend()
-    return _BACKEND_DEFAULTS.get(backend, "xla")
-
-
 def _resolve_impl(impl: str | None) -> str:
     if impl is None:
-        impl = os.environ.get(ENV_VAR) or default_depthwise_impl()
-    if impl not in IMPLS:
-        raise ValueError(f"unknown depthwise impl {impl!r}; accepted: {', '.join(IMPLS)}")
-    return impl
+        return settings.current("depthwise")
+    return settings.check("depthwise", impl, "the impl argument", allow_auto=False)
 
 
 def _out_size(size: int, k: int, stride: int, padding: int, dilation: int) -> int:
@@ -228,8 +217,8 @@ def depthwise_conv(
 
     x: (N, H, W, C); kernel: (kh, kw, 1, C), Flax's HWIO layout for
     `nn.Conv(feature_group_count=C)`. `padding` is symmetric zero padding on H and W.
-    `impl=None` uses $NAS_JAX_DEPTHWISE_IMPL if set, else `default_depthwise_impl()`;
-    either is read when the call is traced, so set it before the first jit.
+    `impl=None` takes the `depthwise` setting (`nas_jax.kernels.settings`), read when the
+    call is traced: configure it (or set $NAS_JAX_DEPTHWISE_IMPL) before the first jit.
     Inputs and kernel are promoted to a common dtype, which the result has.
     """
     impl = _resolve_impl(impl)

@@ -32,26 +32,11 @@ measured here). $NAS_JAX_MATERIALIZE=cond|none overrides, read at trace time.
 
 from __future__ import annotations
 
-import os
-
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-ENV_VAR = "NAS_JAX_MATERIALIZE"
-IMPLS = ("cond", "none")
-_BACKEND_DEFAULTS = {"cpu": "cond"}
-
-
-def default_impl(backend: str | None = None) -> str:
-    return _BACKEND_DEFAULTS.get(backend or jax.default_backend(), "none")
-
-
-def _resolve(impl: str | None) -> str:
-    impl = impl or os.environ.get(ENV_VAR) or default_impl()
-    if impl not in IMPLS:
-        raise ValueError(f"unknown materialize impl {impl!r}; accepted: {', '.join(IMPLS)}")
-    return impl
+from nas_jax.kernels import settings
 
 
 def _always_true(x: jax.Array) -> jax.Array:
@@ -105,7 +90,12 @@ def materialize(x: jax.Array, impl: str | None = None) -> jax.Array:
     """`x`, computed once into a buffer that later fusions read instead of recomputing;
     in reverse mode its cotangent as well. The values are `x` exactly. Works under jit,
     vmap and grad in any order; like any custom_vjp, not under forward-mode AD
-    (jax.jvp, jacfwd): use impl='none' there."""
-    if _resolve(impl) == "none" or x.size == 0:
+    (jax.jvp, jacfwd): use impl='none' there. `impl=None` takes the `materialize`
+    setting (`nas_jax.kernels.settings`), read at trace time."""
+    if impl is None:
+        impl = settings.current("materialize")
+    else:
+        settings.check("materialize", impl, "the impl argument", allow_auto=False)
+    if impl == "none" or x.size == 0:
         return x
     return _materialize(x)

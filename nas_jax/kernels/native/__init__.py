@@ -111,32 +111,39 @@ def _build(cxx: str) -> Path:
 
 
 @functools.cache
-def available() -> bool:
-    """True when the kernels are compiled, loaded and registered (once per process)."""
+def status() -> str:
+    """'built' once the kernels are compiled, loaded and registered (once per process),
+    else why not: 'disabled: NAS_JAX_NATIVE=0' or 'unavailable: <reason>'."""
     if os.environ.get(ENV_VAR, "1") == "0":
-        return False
+        return f"disabled: {ENV_VAR}=0"
     cxx = _compiler()
     if cxx is None:
-        _log.warning("nas_jax.kernels.native: no C++ compiler (%s); using the pure-JAX path",
-                     os.environ.get("CXX") or "c++")  # fmt: skip
-        return False
+        reason = f"no C++ compiler ({os.environ.get('CXX') or 'c++'})"
+        _log.warning("nas_jax.kernels.native: %s; using the pure-JAX path", reason)
+        return f"unavailable: {reason}"
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
         _log.warning("nas_jax.kernels.native: build failed, using the pure-JAX path: %s", e)
-        return False
+        last = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+        return f"unavailable: build failed: {last[0][:200]}"
     for target, symbol in _TARGETS.items():
         capsule = jax.ffi.pycapsule(getattr(lib, symbol))
         jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-    return True
+    return "built"
+
+
+def available() -> bool:
+    """True when the kernels are compiled, loaded and registered (see `status`)."""
+    return status() == "built"
 
 
 def _call(target, shape, args, stride, padding, dilation):
     """One custom call on `args`; `shape` is the result's shape, or a list of them."""
     if not available():
         raise RuntimeError(
-            f"nas_jax.kernels.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
-            "the build failed: see the log); use nas_jax.kernels.depthwise_conv, which falls back"
+            f"nas_jax.kernels.native kernels are not available ({status()}); use "
+            "nas_jax.kernels.depthwise_conv, which falls back"
         )
     many = isinstance(shape, list)
     results = [jax.ShapeDtypeStruct(tuple(s), np.float32) for s in (shape if many else [shape])]
