@@ -5,6 +5,7 @@ between their implementations."""
 from nas_jax.kernels import native
 from nas_jax.kernels.depthwise import depthwise_conv, native_active
 from nas_jax.kernels.fusion import materialize
+from nas_jax.kernels.layers import Conv, DepthwiseConv, relu_dw_pw
 from nas_jax.kernels.pooling import avg_pool_3x3, max_pool_3x3
 from nas_jax.kernels.settings import (
     Settings,
@@ -15,6 +16,8 @@ from nas_jax.kernels.settings import (
 )
 
 __all__ = [
+    "Conv",
+    "DepthwiseConv",
     "Settings",
     "active",
     "avg_pool_3x3",
@@ -26,4 +29,5 @@ __all__ = [
     "max_pool_3x3",
     "native",
     "native_active",
+    "relu_dw_pw",
 ]
