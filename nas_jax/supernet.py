@@ -12,8 +12,8 @@ while keeping the weights traced (one compilation serves every decision).
 The `none` op (`x * 0`) is not computed at all: its term w * (0 * x) is exactly zero
 for finite x, and so are its contributions to the gradients of x and of w. (The
 reference's `x.mul(0.)` would turn an inf in x into a NaN; a supernet whose states are
-not finite has diverged either way.) Its backward fusions cost 150 ms of the NB201
-weight step on XLA:CPU.
+not finite has diverged either way.) Skipping it also saves its backward fusions on
+XLA:CPU (experiments/results/README.md, "The none op").
 
 Every node goes through `kernels.materialize` (a fusion barrier on XLA:CPU, see there).
 """

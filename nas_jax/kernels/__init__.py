@@ -1,6 +1,20 @@
-"""The CPU performance layer: what the model code calls for depthwise convolutions,
-fusion barriers, pools and the host allocator, and the backend settings that choose
-between their implementations."""
+"""The CPU performance layer, behind the functions the model code calls.
+
+The ops (`nas_jax.ops`), supernets and networks are written as the paper's ops; what makes
+them fast on XLA:CPU lives here, each piece computing what the plain formulation does:
+
+  depthwise_conv, native_active  the depthwise conv per the `depthwise` setting (depthwise.py)
+  relu_dw_pw, DepthwiseConv      ReLU - depthwise - pointwise, one native call on CPU (layers.py)
+  Conv                           nn.Conv with 1x1 convolutions as matmuls (layers.py)
+  materialize                    the fusion barrier at every cell node (fusion.py)
+  avg_pool_3x3, max_pool_3x3     pools as sums and maxima of 9 strided slices (pooling.py)
+  configure_allocator            glibc keeps XLA's freed buffers (allocator.py)
+  native                         the C++ XLA FFI kernels, built on first use (native/)
+  configure, active, describe    the backend settings: config, else $NAS_JAX_* override,
+                                 else the backend's default; recorded (settings.py)
+
+Numbers and what was tried: experiments/results/README.md.
+"""
 
 from nas_jax.kernels import native
 from nas_jax.kernels.depthwise import depthwise_conv, native_active

@@ -1,44 +1,23 @@
-"""Depthwise convolution behind one function, with the implementation chosen per backend.
+"""Depthwise convolution behind one function, `depthwise_conv`, its implementation chosen
+by the `depthwise` setting (`nas_jax.kernels.settings`).
 
 Impls (all equal torch's grouped Conv2d; see `depthwise_conv`):
-  xla        lax.conv_general_dilated(feature_group_count=C).
+  xla        lax.conv_general_dilated(feature_group_count=C); the default off CPU.
   shift      sum over the k*k taps of strided/dilated input slices times per-channel
              weights; plain autodiff.
-  shift_vjp  'shift' forward with a custom VJP (backward below). No forward-mode AD
-             (jax.jvp/jacfwd).
+  shift_vjp  'shift' forward with a custom VJP: dx at stride 1 is the shift conv of ct
+             with the flipped kernel, else autodiff's transpose; dw is the k*k reductions
+             per L2-sized batch chunk, in a scan. No forward-mode AD (jax.jvp/jacfwd).
   dense      dense conv with the (k, k, C, C) diagonal kernel: C times the FLOPs.
-  native     C++ XLA FFI kernels (`nas_jax.kernels.native`) for float32 on CPU, built on first
-             use; 'shift_vjp' for other dtypes or where they cannot be built. No
-             forward-mode AD. `nas_jax.ops` also fuses ReLU - depthwise - pointwise into
-             one call where `native_active`.
+  native     C++ XLA FFI kernels (`nas_jax.kernels.native`) for float32 on CPU, built on
+             first use; 'shift_vjp' for other dtypes or where they cannot be built. No
+             forward-mode AD. The default on CPU; `layers.relu_dw_pw` also fuses ReLU -
+             depthwise - pointwise into one call where `native_active`.
 
-Measured with experiments/bench_depthwise.py on a 2-core Xeon (Sapphire Rapids)
-shared with other jobs, jax 0.10.2, float32. ms fwd / fwd+bwd (grads for x and
-kernel), each summed over the 8 variants k{3,5} x dilation{1,2} x stride{1,2}:
-
-  stage                  xla         shift     shift_vjp   dense
-  search N64 C16 32x32   698/1553    12/247    11/143      65/170
-  search N64 C32 16x16   129/626      8/137     9/84       30/120
-  search N64 C64 8x8      89/314      6/36      6/34       25/223
-  eval   N96 C36 32x32   846/4232    69/1026   62/484     238/1178
-  eval   N96 C72 16x16   485/2517    28/535    31/224        -
-  eval   N96 C144 8x8    288/1239    16/202    17/112        -
-
-Per-case geometric-mean fwd+bwd time relative to shift_vjp: xla 12x, shift 1.5x,
-dense 2.4x (C <= 64 only). shift_vjp has the fastest fwd+bwd in 43 of 48 cases
-(dense wins 3, small C with k=5). XLA:CPU's grouped conv is 10-60x slower than a
-fused elementwise loop, worst in the stride-2 backward. So the CPU default is
-'shift_vjp'. GPU/TPU keep 'xla' (cuDNN and the TPU compiler handle depthwise
-convs natively; not measured here). bfloat16 (k{3,5}, dilation 1) ranks the same;
-dense wins only at C16 k5.
-
-Since then the CPU default is 'native' (one pass per image in C++, the intermediates in
-cache; see `nas_jax.kernels.native` for its numbers): on the 2-core AMD EPYC (Zen 5) the s5
-weight step (L=8, batch 64, C=16) takes 2.7-2.9 s with it against 7.4 s with
-'shift_vjp', which stays the fallback and the reference the tests compare against.
-
-The shift_vjp backward: dx at stride 1 is the shift conv of ct with the flipped kernel,
-else autodiff's transpose; dw is the k*k reductions per L2-sized batch chunk, in a scan.
+Why: XLA:CPU's grouped convolution is an order of magnitude slower than a fused loop over
+the taps, worst in the stride-2 backward, and the native kernels do one pass per image
+with the intermediates in cache. 'shift_vjp' is the fallback and the reference the tests
+compare against. Numbers: experiments/results/README.md ("Depthwise convolution").
 """
 
 from __future__ import annotations

@@ -1,11 +1,8 @@
 """3x3, padding-1 pooling ops (SPEC 3) as sums and maxima of the 9 strided slices.
 
 XLA:CPU's reduce_window and its transposes (pad-and-scatter for the average,
-select-and-scatter for the maximum) are slow: in the NB201 weight step at C=16,
-batch 64, the average pools took 221 ms of a 1.1 s gradient. The sliced forms fuse
-into one elementwise loop: on a 64x32x32x16 input the average pool's forward is
-0.33 ms instead of 2.24 ms, forward+backward 1.8 ms instead of 3.4 ms; the max pool's
-forward+backward 5.3 ms instead of 38 ms (2.0 vs 20 ms at stride 2).
+select-and-scatter for the maximum) are slow; the sliced forms fuse into one
+elementwise loop, forward and backward. Numbers: experiments/results/README.md ("Pools").
 """
 
 from __future__ import annotations

@@ -43,7 +43,8 @@ ENV_VARS = {
     "materialize": "NAS_JAX_MATERIALIZE",
     "malloc": "NAS_JAX_MALLOC",
 }
-# The measured-best choice per backend (experiments/results/README.md); others get the last.
+# (per backend, elsewhere): the measured-best on CPU (experiments/results/README.md); off
+# CPU nothing was measured, and XLA's own conv and fusion are the safe choice.
 _BACKEND_DEFAULTS = {
     "depthwise": ({"cpu": "native"}, "xla"),
     "materialize": ({"cpu": "cond"}, "none"),

@@ -20,14 +20,8 @@ gradients (the exact second-order DARTS step) work to any order. Under `vmap` th
 take the batch as leading axes (vmap_method="expand_dims"; an unbatched operand is
 broadcast inside the kernel, not materialized). float32 only.
 
-Single-threaded per call: XLA:CPU runs independent calls (a cell's edges) on its two
-threads. Measured on the 2-core AMD EPYC (Zen 5), batch 64, float32, median ms: the
-depthwise conv forward / forward + both gradients at 32x32x16, k=3, 0.24 / 0.56 against
-'shift_vjp' 0.26 / 3.53 (k=5: 0.50 / 0.97 against 0.44 / 7.78; all 24 search-net cases in
-experiments/results/depthwise_search_native_cpu_2026-12-01.json); the fused ReLU -
-depthwise - pointwise block (k=3) 0.49 ms forward and 1.5 ms backward. In the s5 weight
-step (L=8, C=16) the fused block and these kernels take the step from 7.4 s to 2.7-2.9 s
-(depthwise kernels alone: 3.8 s): `python -m nas_jax.bench --cases weight --spaces s5`.
+Single-threaded per call: XLA:CPU runs independent calls (a cell's edges) on its
+threads. Numbers: experiments/results/README.md ("Native CPU kernels").
 """
 
 from __future__ import annotations
