@@ -1,4 +1,4 @@
-"""Time every `nas_jax.conv.depthwise_conv` impl on the shapes the DARTS supernets use.
+"""Time every `nas_jax.kernels.depthwise_conv` impl on the shapes the DARTS supernets use.
 
 Forward and forward+backward (grads w.r.t. input and kernel), jitted, median of
 `--repeats` timed runs after warm-up. Prints one table (case x impl, ms).
@@ -24,7 +24,8 @@ import jax.numpy as jnp
 
 # Runnable as a plain script from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from nas_jax.conv import IMPLS, depthwise_conv
+from nas_jax import kernels
+from nas_jax.kernels.depthwise import IMPLS, depthwise_conv
 
 # (net, C, H=W) per cell stage; the batch size comes from --batch-{search,eval}.
 SHAPES = {
@@ -105,7 +106,9 @@ def main():
             print(row, flush=True)
     if args.json:
         with open(args.json, "w") as fh:
-            meta = {"jax": jax.__version__, "backend": jax.default_backend()}
+            # Each impl is passed explicitly; the settings record the rest (the kernels' build).
+            meta = {"jax": jax.__version__, "backend": jax.default_backend(),
+                    "kernels": kernels.describe()}  # fmt: skip
             json.dump({**meta, "cpus": os.cpu_count(), "results": results}, fh, indent=1)
 
 

@@ -38,6 +38,9 @@ def main() -> None:
     p.add_argument("--json", default="", help="also write the numbers to this file")
     a = p.parse_args()
 
+    from nas_jax import kernels
+
+    settings = kernels.configure({})  # as the entry points do: allocator first, recorded
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -91,6 +94,7 @@ def main() -> None:
         "epoch_seconds": per_step * spe,
         "run_hours": per_step * spe * a.epochs / 3600,
         "epochs": a.epochs,
+        "kernels": settings,
     }  # fmt: skip
     print(json.dumps(out, indent=2))
     print(

@@ -39,9 +39,9 @@ def main() -> None:
     p.add_argument("--json", default="")
     a = p.parse_args()
 
-    from nas_jax import host
+    from nas_jax import kernels
 
-    host.configure_allocator()  # as the entry points do
+    settings = kernels.configure({})  # as the entry points do: allocator first, recorded
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -102,7 +102,7 @@ def main() -> None:
               f"{r['ms_seed_step']:>13.1f} {r['vs_K_single']:>14.2f}")  # fmt: skip
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"args": vars(a), "rows": rows}, f, indent=2)
+            json.dump({"args": vars(a), "kernels": settings, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

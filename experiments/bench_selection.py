@@ -33,6 +33,9 @@ def main() -> None:
     p.add_argument("--json", default="")
     a = p.parse_args()
 
+    from nas_jax import kernels
+
+    settings = kernels.configure({})  # as the entry points do: allocator first, recorded
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -89,7 +92,7 @@ def main() -> None:
         print(f"  {r['mode']:<22} first call {r['first_s']:7.2f} s   pass {r['pass_s']:7.3f} s")
     if a.json:
         with open(a.json, "w") as f:
-            json.dump({"config": vars(a), "rows": rows}, f, indent=2)
+            json.dump({"config": vars(a), "kernels": settings, "rows": rows}, f, indent=2)
 
 
 if __name__ == "__main__":

@@ -63,10 +63,9 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # After flag parsing: --help stays fast.
-    from nas_jax import evaluation, host, pipeline, reporting
+    from nas_jax import evaluation, pipeline, reporting
     from nas_jax.train.loop import NonFiniteError
 
-    host.configure_allocator()  # before the first computation: XLA:CPU's buffers reused
     reporting.setup_logging()
     try:
         pipeline.run(_CONFIG.value, _WORKDIR.value)

@@ -8,8 +8,8 @@ import jax
 import jax.numpy as jnp
 
 from nas_jax import families, ops
-from nas_jax.fusion import materialize
 from nas_jax.genotype import AnyGenotype, Genotype, NB201Genotype
+from nas_jax.kernels import materialize
 from nas_jax.supernet import ResNetBlock, reduction_layers
 
 
@@ -43,7 +43,7 @@ class EvalCell(nn.Module):
                 if train and _active(drop_path_prob) and not isinstance(op, ops.Identity):
                     h = ops.drop_path(self.make_rng("dropout"), h, drop_path_prob)
                 node = node + h
-            states.append(materialize(node))  # fusion barrier (nas_jax.fusion)
+            states.append(materialize(node))  # fusion barrier (nas_jax.kernels.fusion)
         return jnp.concatenate([states[i] for i in self.concat], axis=-1)
 
 

@@ -14,8 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from nas_jax import native, pooling
-from nas_jax.conv import depthwise_conv, native_active
+from nas_jax import kernels
 
 # PyTorch's kaiming_uniform(a=sqrt(5)) == U(-1/sqrt(fan_in), 1/sqrt(fan_in)).
 torch_kernel_init = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
@@ -35,47 +34,9 @@ def batch_norm(affine: bool, name: str | None = None) -> nn.BatchNorm:
     return nn.BatchNorm(momentum=0.9, epsilon=1e-5, use_scale=affine, use_bias=affine, name=name)
 
 
-class Conv(nn.Conv):
-    """nn.Conv (same parameters, same auto-names), computing an unpadded 1x1 convolution
-    as one (N*H*W, C_in) x (C_in, C_out) matmul (on the strided input if stride > 1).
-
-    XLA:CPU lowers the 1x1 conv's kernel gradient to a convolution over the batch with
-    transposed operands; as a matmul, forward + both gradients take 0.68 ms instead of
-    2.74 ms at 64x32x32x16 (0.62 vs 1.91 at 64x16x16x32). The sum is the same, so the
-    results agree to float rounding on every backend.
-    """
-
-    @nn.compact
-    def __call__(self, inputs):
-        strides = (self.strides,) * 2 if isinstance(self.strides, int) else self.strides
-        pointwise = (
-            tuple(self.kernel_size) == (1, 1)
-            and len(strides) == 2
-            and self.padding in (((0, 0), (0, 0)), "VALID", 0)
-            and self.feature_group_count == 1
-            and not self.use_bias
-            and self.kernel_dilation in (1, (1, 1), None)
-            and self.input_dilation in (1, (1, 1), None)
-            and inputs.ndim == 4
-        )
-        if not pointwise:
-            return super().__call__(inputs)
-        kernel = self.param(
-            "kernel", self.kernel_init, (1, 1, inputs.shape[-1], self.features), self.param_dtype
-        )
-        inputs, kernel = nn.dtypes.promote_dtype(inputs, kernel, dtype=self.dtype)
-        if tuple(strides) != (1, 1):
-            inputs = inputs[:, :: strides[0], :: strides[1], :]
-        n, h, w, c = inputs.shape
-        # Accumulate low-precision products in float32, as XLA's conv does.
-        acc = jnp.promote_types(inputs.dtype, jnp.float32)
-        y = jnp.dot(inputs.reshape(n * h * w, c), kernel[0, 0], precision=self.precision,
-                    preferred_element_type=acc)  # fmt: skip
-        return y.astype(inputs.dtype).reshape(n, h, w, self.features)
-
-
 def conv(features: int, k: int, stride: int = 1, padding: int = 0, name: str | None = None):
-    return Conv(
+    # A 1x1 conv runs as a matmul (`kernels.Conv`); the parameters are nn.Conv's.
+    return kernels.Conv(
         features,
         (k, k),
         strides=(stride, stride),
@@ -93,27 +54,6 @@ def dense(features: int, fan_in: int, name: str | None = None) -> nn.Dense:
         bias_init=torch_bias_init(fan_in),
         name=name,
     )
-
-
-class DepthwiseConv(nn.Module):
-    """groups=C convolution; the implementation is chosen per backend in `nas_jax.conv`."""
-
-    k: int
-    stride: int = 1
-    padding: int = 0
-    dilation: int = 1
-
-    @nn.compact
-    def __call__(self, x_BxHxWxC):
-        c = x_BxHxWxC.shape[-1]
-        kernel = self.param("kernel", torch_kernel_init, (self.k, self.k, 1, c))
-        return depthwise_conv(
-            x_BxHxWxC,
-            kernel.astype(x_BxHxWxC.dtype),
-            stride=self.stride,
-            padding=self.padding,
-            dilation=self.dilation,
-        )
 
 
 class ReLUConvBN(nn.Module):
@@ -145,31 +85,6 @@ class FactorizedReduce(nn.Module):
         return batch_norm(self.affine)(jnp.concatenate([a, b], -1), use_running_average=not train)
 
 
-class _Kernel(nn.Module):
-    """Only the 'kernel' parameter of a conv module (same init, shape and name)."""
-
-    shape: tuple[int, ...]
-
-    @nn.compact
-    def __call__(self):
-        return self.param("kernel", torch_kernel_init, self.shape)
-
-
-def relu_dw_pw(x, k: int, stride: int, padding: int, dilation: int, C_out: int, index: int):
-    """ReLU - depthwise - pointwise (bias-free 1x1) conv, inside a compact module, with
-    the parameters `DepthwiseConv_{index}/kernel` and `Conv_{index}/kernel` (Flax's
-    auto-names in SepConv and DilConv). Where the C++ kernels run (`native_active`) the
-    three ops are one custom call (`nas_jax.native.sep`: the depthwise output never
-    leaves the cache); elsewhere they are the separate modules."""
-    if not native_active(x.dtype):
-        x = DepthwiseConv(k, stride, padding, dilation, name=f"DepthwiseConv_{index}")(nn.relu(x))
-        return conv(C_out, 1, name=f"Conv_{index}")(x)
-    c = x.shape[-1]
-    dw = _Kernel((k, k, 1, c), name=f"DepthwiseConv_{index}")()
-    pw = _Kernel((1, 1, c, C_out), name=f"Conv_{index}")()
-    return native.sep(x, dw, pw[0, 0], stride, padding, dilation)
-
-
 class SepConv(nn.Module):
     """Two stacked ReLU - depthwise - pointwise - BN blocks."""
 
@@ -182,7 +97,8 @@ class SepConv(nn.Module):
     def __call__(self, x, train: bool):
         p = self.k // 2
         for index, stride in enumerate((self.stride, 1)):
-            x = relu_dw_pw(x, self.k, stride, p, 1, self.C, index)
+            x = kernels.relu_dw_pw(x, self.k, stride, p, 1, self.C, index,
+                                   kernel_init=torch_kernel_init)  # fmt: skip
             x = batch_norm(self.affine)(x, use_running_average=not train)
         return x
 
@@ -199,7 +115,8 @@ class DilConv(nn.Module):
     @nn.compact
     def __call__(self, x, train: bool):
         p = self.dilation * (self.k - 1) // 2
-        x = relu_dw_pw(x, self.k, self.stride, p, self.dilation, self.C, 0)
+        x = kernels.relu_dw_pw(x, self.k, self.stride, p, self.dilation, self.C, 0,
+                               kernel_init=torch_kernel_init)  # fmt: skip
         return batch_norm(self.affine)(x, use_running_average=not train)
 
 
@@ -249,8 +166,8 @@ class Pool(nn.Module):
 
     def __call__(self, x, train: bool):
         if self.kind == "avg":
-            return pooling.avg_pool_3x3(x, self.stride)
-        return pooling.max_pool_3x3(x, self.stride)
+            return kernels.avg_pool_3x3(x, self.stride)
+        return kernels.max_pool_3x3(x, self.stride)
 
 
 class NorConv(nn.Module):

@@ -13,6 +13,7 @@ import os
 from typing import NamedTuple
 
 import jax
+import jaxlib
 
 from nas_jax import (
     arch,
@@ -21,6 +22,7 @@ from nas_jax import (
     evaluation,
     families,
     genotype,
+    kernels,
     precision,
     selection,
     spaces,
@@ -72,6 +74,10 @@ def validate(config) -> None:
         raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
     if "select" in stages:
         selection.validate_config(config)
+    try:  # the backend settings and their $NAS_JAX_* overrides
+        kernels.validate(config.kernels)
+    except ValueError as e:
+        raise config_lib.ConfigError(str(e)) from None
 
 
 class Inputs(NamedTuple):
@@ -86,11 +92,13 @@ def run(config, workdir: str) -> dict | None:
     """Runs the stages; returns result.json's content when 'evaluate' ran (a sweep:
     summary.json's content)."""
     validate(config)
+    # Before the first computation (the allocator); resolves what the programs compile to.
+    resolved = backend_record(kernels.configure(config.kernels))
     members = sweep.members(config, workdir) if config.num_seeds > 1 else None
     inputs = _resolve_inputs(config, workdir, members)
-    _prepare(config, workdir)
+    _prepare(config, workdir, resolved)
     if members is not None:
-        return _run_sweep(config, workdir, members, inputs)
+        return _run_sweep(config, workdir, members, inputs, resolved)
     if {"search", "select"} & set(config.stages):
         state, setup, search_data = search_run.run_search(config, workdir, inputs.search_data)
         _finish_search(config, workdir, state, setup, search_data)
@@ -133,21 +141,38 @@ def _retrains(config, g) -> bool:
     return not (fam.benchmark_lookup and ev.nb201_table)
 
 
-def _prepare(config, workdir: str) -> None:
+def backend_record(kernel_settings: dict) -> dict:
+    """What computed a run beyond its config: the resolved kernel settings (with where each
+    came from), the devices and the jax versions."""
+    devices = jax.devices()
+    return {
+        **kernel_settings,
+        "devices": f"{len(devices)} x {devices[0].device_kind}",
+        "jax": jax.__version__,
+        "jaxlib": jaxlib.__version__,
+    }
+
+
+def _write_config(config, workdir: str, resolved: dict) -> None:
+    """config.json: the config as given, and `resolved`: what it resolved to here."""
+    record = json.loads(config.to_json_best_effort())
+    record["resolved"] = resolved
+    write_json(os.path.join(workdir, "config.json"), record)
+
+
+def _prepare(config, workdir: str, resolved: dict) -> None:
     if config.xla_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.xla_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
     os.makedirs(workdir, exist_ok=True)
-    write_json(os.path.join(workdir, "config.json"), json.loads(config.to_json_best_effort()))
+    _write_config(config, workdir, resolved)
 
 
-def _run_sweep(config, workdir: str, members, inputs: Inputs) -> dict:
+def _run_sweep(config, workdir: str, members, inputs: Inputs, resolved: dict) -> dict:
     """The search of all seeds at once (vmapped); selection and evaluation seed by seed."""
     for m in members:
         os.makedirs(m.workdir, exist_ok=True)
-        write_json(
-            os.path.join(m.workdir, "config.json"), json.loads(m.config.to_json_best_effort())
-        )
+        _write_config(m.config, m.workdir, resolved)
     if {"search", "select"} & set(config.stages):
         states, setup, search_data = sweep.run_search_sweep(config, members, inputs.search_data)
         for m, state in zip(members, states, strict=True):

@@ -7,9 +7,9 @@ import jax
 import pytest
 from tensorflow_datasets.core.data_sources import array_record
 
-from nas_jax import host
+from nas_jax import kernels
 
-host.configure_allocator()  # as the entry points do: no page faults on XLA:CPU's buffers
+kernels.configure_allocator()  # as the entry points do: no page faults on XLA:CPU's buffers
 
 # XLA:CPU compiles the supernets slowly; many tests compile the same programs, so share
 # them through JAX's persistent cache (kept between local runs under .pytest_cache).

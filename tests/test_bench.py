@@ -15,11 +15,13 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_quick_table_and_json(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "nas_jax.bench", "--quick", "--cases", "fwd_masked,score_seq",
-           "--spaces", "nb201", "--repeats", "2", "--json", str(out)]  # fmt: skip
-    env = dict(os.environ, PYTHONPATH=ROOT)
+           "--spaces", "nb201", "--repeats", "2", "--json", str(out),
+           "--depthwise", "xla"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=ROOT, NAS_JAX_MATERIALIZE="none")
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "fwd_masked" in proc.stdout and "vs ref" in proc.stdout
+    assert "kernels: backend=cpu, depthwise=xla, materialize=none" in proc.stdout
     table = json.loads(out.read_text())
     assert table["meta"]["backend"] == "cpu" and table["meta"]["subprocess_per_row"]
     rows = {r["case"]: r for r in table["rows"]}
@@ -31,11 +33,15 @@ def test_quick_table_and_json(tmp_path):
         assert r["gflop"] > 0 and r["flops_source"] == "xla" and r["tflops"] > 0
         assert r["ref_ms"] is None and r["vs_ref"] is None  # quick sizes: no reference
     assert rows["fwd_masked"]["compile_how"] == "aot"
-    assert rows["score_seq"]["detail"] == {
-        "variants": 5,
-        "score_batches": 2,
-        "host_allocator": "reuse",
-    }
+    assert rows["score_seq"]["detail"] == {"variants": 5, "score_batches": 2}
+    # The resolved backend settings: the option, the environment override, the default.
+    kernels = table["meta"]["kernels"]
+    assert kernels["depthwise"] == "xla" and kernels["source"]["depthwise"] == "config"
+    assert kernels["materialize"] == "none"
+    assert kernels["source"]["materialize"] == "env NAS_JAX_MATERIALIZE"
+    assert kernels["malloc"] == "reuse" and kernels["native_kernels"] == "not used"
+    assert table["meta"]["env"]["NAS_JAX_MATERIALIZE"] == "none"
+    assert all(r["kernels"] == kernels for r in rows.values())
     # K sequential passes read the same batches K times: flops scale with K.
     assert rows["score_seq"]["gflop"] == pytest.approx(5 * 2 * rows["fwd_masked"]["gflop"], rel=0.2)
 

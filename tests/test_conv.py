@@ -8,16 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from nas_jax.conv import (
-    BACKWARD_ENV_VAR,
-    ENV_VAR,
-    IMPLS,
-    default_depthwise_impl,
-    depthwise_conv,
-    tap_backward,
-    tap_slices,
-    transpose_taps,
-)
+from nas_jax.kernels import settings
+from nas_jax.kernels.depthwise import IMPLS, depthwise_conv
 
 EVEN, ODD = (8, 8), (7, 9)  # odd is also non-square
 # (k, stride, padding, dilation, (H, W)): SepConv/DilConv settings of the DARTS space,
@@ -213,15 +205,16 @@ def test_bad_kernel_shape_raises():
 
 
 def test_default_and_env_override(monkeypatch):
-    assert default_depthwise_impl("gpu") == "xla"
-    assert default_depthwise_impl("tpu") == "xla"
-    assert default_depthwise_impl("cpu") in IMPLS
-    assert default_depthwise_impl() == default_depthwise_impl(jax.default_backend())
+    assert settings.default("depthwise", "gpu") == "xla"
+    assert settings.default("depthwise", "tpu") == "xla"
+    assert settings.default("depthwise", "cpu") == "native"
+    assert settings.default("depthwise") == settings.default("depthwise", jax.default_backend())
     x, w = _inputs((6, 6))
-    monkeypatch.setenv(ENV_VAR, "bogus")
+    env_var = settings.ENV_VARS["depthwise"]
+    monkeypatch.setenv(env_var, "bogus")
     with pytest.raises(ValueError, match="bogus"):
         depthwise_conv(x, w, padding=1)
-    monkeypatch.setenv(ENV_VAR, "dense")
+    monkeypatch.setenv(env_var, "dense")
     np.testing.assert_allclose(
         depthwise_conv(x, w, padding=1),
         _loop_reference(x, w, 1, 1, 1),
@@ -230,46 +223,3 @@ def test_default_and_env_override(monkeypatch):
     )
     # An explicit impl wins over the environment.
     depthwise_conv(x, w, padding=1, impl="xla")
-
-
-@pytest.mark.parametrize("mode", ["chunks", "rows"])
-@pytest.mark.parametrize(
-    "k, s, p, d, hw",
-    CASES,
-    ids=[f"k{c[0]}s{c[1]}p{c[2]}d{c[3]}-{c[4][0]}x{c[4][1]}" for c in CASES],
-)
-def test_tap_backwards_match_xla_grads(monkeypatch, mode, k, s, p, d, hw):
-    # Both backward formulations of shift_vjp (read at trace time) give XLA's gradients.
-    monkeypatch.setenv(BACKWARD_ENV_VAR, mode)
-    x, w = _inputs(hw, k=k, seed=5)
-    shape = jax.eval_shape(
-        lambda x, w: depthwise_conv(x, w, stride=s, padding=p, dilation=d, impl="xla"), x, w
-    ).shape
-    ct = _normal(shape, 9)
-    ref = _fwd_and_grads("xla", s, p, d)(x, w, ct)
-    got = _fwd_and_grads("shift_vjp", s, p, d)(x, w, ct)
-    for name, a, b in zip(("out", "dx", "dw"), got, ref):
-        np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5, err_msg=f"{mode} {name}")
-    # The switch is honoured: only 'chunks' scans over batch chunks for the kernel gradient.
-    jaxpr = str(jax.make_jaxpr(_fwd_and_grads("shift_vjp", s, p, d))(x, w, ct))
-    assert ("scan" in jaxpr) == (mode == "chunks")
-
-
-def test_transpose_taps_is_the_transpose_of_the_taps():
-    # <taps(x), cts> == <x, transpose_taps(cts)> for every tap having its own cotangent,
-    # at both strides and an odd size; a tap read at the wrong offset breaks it.
-    for s, hw in ((1, EVEN), (2, ODD), (2, EVEN)):
-        x = _normal((2, *hw, 3), 1)
-        taps = dict(tap_slices(x, 3, 3, s, 2, 2))
-        cts = {t: _normal(v.shape, 10 + 3 * t[0] + t[1]) for t, v in taps.items()}
-        lhs = sum(jnp.vdot(taps[t], cts[t]) for t in taps)
-        srcs = [jnp.stack([cts[(i, j)] for i in range(3) for j in range(3)], axis=-1)]
-        dx = transpose_taps(srcs, lambda i, j, v: v[0][..., 3 * i + j], x.shape, 3, 3, s, 2, 2)
-        np.testing.assert_allclose(jnp.vdot(x, dx), lhs, rtol=1e-5)
-        shifted = transpose_taps(srcs, lambda i, j, v: v[0][..., 3 * j + i], x.shape, 3, 3, s, 2, 2)
-        assert not np.allclose(jnp.vdot(x, shifted), lhs, rtol=1e-3)  # negative control
-
-
-def test_unknown_tap_backward_raises_listing_accepted():
-    with pytest.raises(ValueError, match="'cols'.*chunks, rows"):
-        tap_backward("cols")

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from nas_jax import conv, fusion, host, ops, pooling
+from nas_jax import kernels, ops
+from nas_jax.kernels import allocator, fusion, pooling, settings
 
 
 def _normal(shape, seed):
@@ -48,11 +49,9 @@ def test_pointwise_conv_keeps_flax_names_inside_ops():
     assert tree["Conv_0"]["kernel"].shape == (1, 1, 3, 4)
 
 
-@pytest.mark.parametrize("mode", ["chunks", "rows"])  # $NAS_JAX_TAP_BACKWARD
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9), (1, 1), (2, 3)])
-def test_sliced_avg_pool_equals_reduce_window(monkeypatch, mode, stride, hw):
-    monkeypatch.setenv(conv.BACKWARD_ENV_VAR, mode)
+def test_sliced_avg_pool_equals_reduce_window(stride, hw):
     x = _normal((2, *hw, 3), 2)
     ref = lambda x: nn.avg_pool(x, (3, 3), (stride, stride), ((1, 1), (1, 1)),
                                 count_include_pad=False)  # fmt: skip
@@ -67,13 +66,9 @@ def test_sliced_avg_pool_equals_reduce_window(monkeypatch, mode, stride, hw):
         assert not np.allclose(ours(x), incl, atol=1e-4)
 
 
-@pytest.mark.parametrize("mode", ["chunks", "rows"])  # $NAS_JAX_TAP_BACKWARD
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("hw", [(8, 8), (7, 9), (1, 1), (2, 3)])
-def test_sliced_max_pool_equals_reduce_window_with_first_max_gradient(
-    monkeypatch, mode, stride, hw
-):
-    monkeypatch.setenv(conv.BACKWARD_ENV_VAR, mode)
+def test_sliced_max_pool_equals_reduce_window_with_first_max_gradient(stride, hw):
     x = _normal((2, *hw, 3), 6)
     x = x.at[:, ::2, :, 0].set(0.25)  # ties: the gradient goes to the first maximal tap
     x = x.at[0, 0, : min(2, hw[1]), 1].set(9.0)  # a tie that is surely the window's max
@@ -114,32 +109,32 @@ def test_materialize_is_the_identity_for_values_gradients_and_vmap():
 def test_materialize_is_a_conditional_in_the_cpu_program_unless_disabled(monkeypatch):
     x = _normal((2, 4, 4, 2), 5)
     hlo = jax.jit(jax.grad(_f)).lower(x).compile().as_text()
-    assert fusion.default_impl("cpu") == "cond" and "conditional(" in hlo
-    monkeypatch.setenv(fusion.ENV_VAR, "none")
+    assert settings.default("materialize", "cpu") == "cond" and "conditional(" in hlo
+    monkeypatch.setenv("NAS_JAX_MATERIALIZE", "none")
     hlo = jax.jit(jax.grad(lambda x: _f(x) + 0.0)).lower(x).compile().as_text()
     assert "conditional(" not in hlo
-    monkeypatch.setenv(fusion.ENV_VAR, "barrier")
-    with pytest.raises(ValueError, match="'barrier'.*accepted: cond, none"):
+    monkeypatch.setenv("NAS_JAX_MATERIALIZE", "barrier")
+    with pytest.raises(ValueError, match="'barrier'.*accepted: auto, cond, none"):
         fusion.materialize(x)
 
 
 def test_configure_allocator(monkeypatch):
-    monkeypatch.setattr(host, "_done", False)
-    monkeypatch.setenv(host.ENV_VAR, "default")
-    assert host.configure_allocator() is False
-    monkeypatch.setenv(host.ENV_VAR, "tcmalloc")
-    with pytest.raises(ValueError, match="'tcmalloc'.*accepted: reuse, default"):
-        host.configure_allocator()
-    monkeypatch.setenv(host.ENV_VAR, "reuse")
-    assert host.configure_allocator() is True  # glibc Linux: this project's machines
+    monkeypatch.setattr(allocator, "_done", False)
+    monkeypatch.setenv("NAS_JAX_MALLOC", "default")
+    assert kernels.configure_allocator() is False and not allocator.applied()
+    monkeypatch.setenv("NAS_JAX_MALLOC", "tcmalloc")
+    with pytest.raises(ValueError, match="'tcmalloc'.*accepted: auto, reuse, default"):
+        kernels.configure_allocator()
+    monkeypatch.setenv("NAS_JAX_MALLOC", "reuse")
+    assert kernels.configure_allocator() is True  # glibc Linux: this project's machines
     big = np.ones(64 * 2**20 // 8)  # a block above glibc's mmap threshold still works
     assert big.sum() == big.size
 
 
 _REALLOC_FAULTS = """
 import resource, numpy as np
-from nas_jax import host
-host.configure_allocator()
+from nas_jax import kernels
+kernels.configure_allocator()
 faults = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_minflt
 a = np.ones(64 * 2**20 // 8); del a
 f0 = faults(); a = np.ones(64 * 2**20 // 8); del a
@@ -149,7 +144,7 @@ print(faults() - f0)
 
 def test_configured_allocator_reuses_a_freed_large_block_without_page_faults():
     def faults(mode):
-        env = {**os.environ, host.ENV_VAR: mode}
+        env = {**os.environ, "NAS_JAX_MALLOC": mode}
         out = subprocess.run([sys.executable, "-c", _REALLOC_FAULTS], env=env,
                              capture_output=True, text=True, check=True)  # fmt: skip
         return int(out.stdout.split()[-1])

@@ -1,4 +1,4 @@
-"""The C++ XLA:CPU kernels (nas_jax.native) against independent references: a float64 loop
+"""The C++ XLA:CPU kernels (nas_jax.kernels.native) against independent references: a float64 loop
 transcription of torch's grouped conv, XLA's grouped conv, and the ops composed in JAX."""
 
 import json
@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from test_conv import _loop_reference
 
-from nas_jax import native, ops
-from nas_jax.conv import ENV_VAR, depthwise_conv
+from nas_jax import ops
+from nas_jax.kernels import depthwise_conv, native, settings
 
 pytestmark = pytest.mark.skipif(
     native._compiler() is None, reason="no C++ compiler: the kernels cannot be built"
@@ -142,7 +142,7 @@ def test_fused_ops_keep_the_parameter_tree(op, monkeypatch):
     x = _normal((2, 8, 8, 16), 18)
     results = {}
     for impl in ("native", "shift_vjp"):
-        monkeypatch.setenv(ENV_VAR, impl)
+        monkeypatch.setenv(settings.ENV_VARS["depthwise"], impl)
         mod = ops.make_op(op, 16, 2, True)
         variables = mod.init(jax.random.key(0), x, train=True)
 
@@ -175,8 +175,7 @@ def _run(code: str, **env) -> dict:
 
 _PROBE = """
 import json, jax, jax.numpy as jnp, numpy as np
-from nas_jax import native
-from nas_jax.conv import depthwise_conv, native_active
+from nas_jax.kernels import depthwise_conv, native, native_active
 x = jnp.asarray(np.random.default_rng(0).standard_normal((2, 7, 7, 5)), jnp.float32)
 w = jnp.asarray(np.random.default_rng(1).standard_normal((3, 3, 1, 5)), jnp.float32)
 loss = lambda w, impl: jnp.sum(jnp.sin(depthwise_conv(x, w, padding=1, impl=impl)))

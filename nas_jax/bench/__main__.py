@@ -14,6 +14,10 @@ count per unit of work and the achieved TFLOP/s, the fraction of the device's de
 float32 peak where known, and the PyTorch reference's time with the speed-up over it
 where the sizes match the reference's (batch 64, C=16, 32x32; NB201 N=5, s5 L=8).
 
+The backend settings (`--depthwise`, `--materialize`, `--malloc`; 'auto' takes the
+$NAS_JAX_* override, else the backend's default) are resolved by `nas_jax.kernels.configure`
+in each row's process; every row and the JSON's meta record what it resolved.
+
 Each row runs in a fresh Python process (peak memory and compile caches per case;
 `--in-process` runs them all here instead, for debugging). Full sizes on a 2-core CPU
 take most of an hour (the s5 supernet's compile alone takes minutes).
@@ -35,7 +39,7 @@ import time
 
 import jax  # only its version here: the backend starts in the rows' processes
 
-from nas_jax import host, precision, spaces
+from nas_jax import kernels, precision, spaces
 from nas_jax.bench import cases as cases_lib
 from nas_jax.bench import report
 
@@ -65,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
             p.add_argument(flag, type=int, default=None, help=f"default {default}")
     p.add_argument("--dtype", default="float32", choices=precision.DTYPES,
                    help="compute dtype (config.compute_dtype); params stay float32")  # fmt: skip
+    for name, accepted in kernels.settings.ACCEPTED.items():
+        p.add_argument(f"--{name}", default="auto", choices=("auto", *accepted),
+                       help="backend setting (nas_jax.kernels.settings)")  # fmt: skip
     p.add_argument("--max-timed-seconds", type=float, default=60.0,
                    help="stop repeating once 3 runs took this long")  # fmt: skip
     p.add_argument("--case-timeout", type=float, default=0, help="seconds per row; 0 = none")
@@ -108,11 +115,16 @@ def plan(a) -> list[tuple[str, str]]:
     return rows
 
 
+def kernel_settings(a) -> dict:
+    """The `kernels` config section that the options ask for."""
+    return {name: getattr(a, name) for name in kernels.settings.ACCEPTED}
+
+
 def measure(case: str, space: str, a) -> report.Row:
     """Builds, compiles and times one row in this process."""
     row = report.Row(case, space, row_sizes(a, case, space))
     t_start = time.perf_counter()
-    allocator = "reuse" if host.configure_allocator() else "default"  # before the backend
+    row.kernels = kernels.configure(kernel_settings(a))  # first: the allocator, then the backend
     sizes = cases_lib.Sizes(
         space=space if case != "retrain" else "s5", batch=a.batch, C=a.C, layers=a.layers,
         nb201_cells=a.nb201_cells, image=a.image, score_batches=a.score_batches,
@@ -137,7 +149,7 @@ def measure(case: str, space: str, a) -> report.Row:
     else:
         row.first_call_s, row.compile_how = first_run, "first_minus_median"
         row.compile_s = max(first_run - median, 0.0)
-    row.images, row.detail = prep.images, {**prep.detail, "host_allocator": allocator}
+    row.images, row.detail = prep.images, prep.detail
     dev = jax.devices()[0]
     row.backend, row.device_kind = jax.default_backend(), dev.device_kind
     stats = dev.memory_stats() or {}
@@ -159,7 +171,7 @@ def _child_main(spec: str) -> None:
 
 def spawn(case: str, space: str, a, timeout: float | None) -> report.Row:
     """Runs `measure` in a fresh interpreter and reads its row back."""
-    keys = list(FULL) + ["max_timed_seconds", "dtype"]
+    keys = list(FULL) + ["max_timed_seconds", "dtype", *kernels.settings.ACCEPTED]
     with tempfile.TemporaryDirectory() as tmp:
         out = os.path.join(tmp, "row.json")
         job = {"case": case, "space": space, "out": out,
@@ -215,12 +227,15 @@ def main(argv=None) -> list[report.Row]:
         "reference": "PyTorch darts-pt, 2 CPU threads, batch 64, 32x32, median of 10",
     }  # fmt: skip
     meta["jax"] = jax.__version__
-    # The fast-path switches in effect (read by the rows' processes at trace time).
+    # The environment the rows' processes inherit, and the backend settings they resolved
+    # (the first finished row's; each row has its own).
     meta["env"] = {
         k: v for k, v in os.environ.items() if k.startswith("NAS_JAX_") or k == "XLA_FLAGS"
     }
+    meta["kernels"] = done.kernels if done else {"requested": kernel_settings(a)}
     print(f"nas_jax.bench on {meta['backend']} ({meta['device_kind']}), jax {meta.get('jax')}, "
           f"{meta['date']}; median of up to {a.repeats} runs")  # fmt: skip
+    print("kernels: " + ", ".join(f"{k}={v}" for k, v in meta["kernels"].items() if k != "source"))
     print(report.format_table(rows))
     print(report.NOTES)
     if a.json:

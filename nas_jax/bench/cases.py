@@ -30,7 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from nas_jax import conv, native
+from nas_jax import kernels
+from nas_jax.kernels import native
 
 SEARCH_CASES = (
     "weight", "alpha1", "alpha2", "alpha2_fd", "search", "sdarts_rs", "sdarts_adv", "tune",
@@ -81,7 +82,7 @@ def _flops(stage) -> float | None:
 def _native_flops(fn, *args) -> float:
     """Flops of the native CPU kernels' custom calls in `fn(*args)`, which XLA's cost
     analysis does not see (0 where they are not in use), from a separate trace."""
-    return native.flops(jax.make_jaxpr(fn)(*args)) if conv.native_active(jnp.float32) else 0.0
+    return native.flops(jax.make_jaxpr(fn)(*args)) if kernels.native_active(jnp.float32) else 0.0
 
 
 def _count_flops(fn, *args) -> float | None:

@@ -102,6 +102,7 @@ class Row:
     cpu_target: float | None = None
     backend: str = ""
     device_kind: str = ""
+    kernels: dict = dataclasses.field(default_factory=dict)  # nas_jax.kernels.configure's record
     wall_s: float | None = None
     detail: dict = dataclasses.field(default_factory=dict)
     error: str = ""

@@ -5,9 +5,8 @@ normalise, scale by the mixing weight, sum), and through identity edges of the n
 before it. XLA's loop fusion duplicates cheap elementwise producers into every
 consumer, so each backward fusion that reads a node (the transposed input of a
 kernel-gradient conv, a BN backward) recomputes it from the conv outputs, and through
-skip edges from the nodes before it, cell after cell. The cost grows with depth:
-the NB201 weight gradient took 189, 513, 1213 and 4110 ms with 1, 2, 3 and 5 cells
-per stage (conv-only edges), where linear would be 945 ms at 5 cells.
+skip edges from the nodes before it, cell after cell: the cost grows faster than the
+depth.
 
 `jax.lax.optimization_barrier` does not help: XLA:CPU expands it away before
 fusion. A conditional is a fusion boundary, so `materialize` passes the value
@@ -16,42 +15,21 @@ through a `lax.cond` whose predicate is always true but not a constant XLA can f
 differ, or the cond is simplified away. Under `vmap` the predicate is read from the
 stacked value (a custom batching rule), so the cond is never turned into a select:
 JAX's own rule would make it a select, which XLA fuses like any elementwise op, and
-then the chains reach into the forward too (PT scoring, vmapped over variants, went
-from 29.6 s to 245 s per edge before this rule). In reverse mode the cotangent is
-materialized the same way; without that the backward chains again (minutes of
-compile for the NB201 gradient).
+then the chains reach into the forward too. In reverse mode the cotangent is
+materialized the same way; without that the backward chains again.
 
-Measured (2-core Sapphire Rapids, jax 0.10.2, float32, NB201 C=16, N=5, batch 64,
-gradient of the train loss w.r.t. params): 3,301 ms without, 929 ms with barriers
-at every node (and the other fast paths: `ops.Conv`, `pooling.avg_pool_3x3`, no
-`none` op); compile 36 s -> 7 s.
-
-Per backend (`default_impl`): 'cond' on CPU; 'none' elsewhere (GPU fusion is not
-measured here). $NAS_JAX_MATERIALIZE=cond|none overrides, read at trace time.
+The `materialize` setting (`nas_jax.kernels.settings`) chooses 'cond' (the CPU default)
+or 'none' (elsewhere: GPU fusion is not measured). Numbers:
+experiments/results/README.md ("Fusion barriers").
 """
 
 from __future__ import annotations
-
-import os
 
 import jax
 import jax.numpy as jnp
 from jax import lax
 
-ENV_VAR = "NAS_JAX_MATERIALIZE"
-IMPLS = ("cond", "none")
-_BACKEND_DEFAULTS = {"cpu": "cond"}
-
-
-def default_impl(backend: str | None = None) -> str:
-    return _BACKEND_DEFAULTS.get(backend or jax.default_backend(), "none")
-
-
-def _resolve(impl: str | None) -> str:
-    impl = impl or os.environ.get(ENV_VAR) or default_impl()
-    if impl not in IMPLS:
-        raise ValueError(f"unknown materialize impl {impl!r}; accepted: {', '.join(IMPLS)}")
-    return impl
+from nas_jax.kernels import settings
 
 
 def _always_true(x: jax.Array) -> jax.Array:
@@ -105,7 +83,12 @@ def materialize(x: jax.Array, impl: str | None = None) -> jax.Array:
     """`x`, computed once into a buffer that later fusions read instead of recomputing;
     in reverse mode its cotangent as well. The values are `x` exactly. Works under jit,
     vmap and grad in any order; like any custom_vjp, not under forward-mode AD
-    (jax.jvp, jacfwd): use impl='none' there."""
-    if _resolve(impl) == "none" or x.size == 0:
+    (jax.jvp, jacfwd): use impl='none' there. `impl=None` takes the `materialize`
+    setting (`nas_jax.kernels.settings`), read at trace time."""
+    if impl is None:
+        impl = settings.current("materialize")
+    else:
+        settings.check("materialize", impl, "the impl argument", allow_auto=False)
+    if impl == "none" or x.size == 0:
         return x
     return _materialize(x)

@@ -1,4 +1,4 @@
-// Depthwise convolution kernels for XLA:CPU as XLA FFI custom calls (nas_jax/native).
+// Depthwise convolution kernels for XLA:CPU as XLA FFI custom calls (nas_jax/kernels/native).
 //
 // Layouts (row-major float32): x (..., N, H, W, C), depthwise kernel (..., KH, KW, 1, C),
 // pointwise kernel (..., C, M), outputs (..., N, Ho, Wo, C or M). The leading "..." dims

@@ -7,8 +7,9 @@ ReLU - depthwise - pointwise block fused into one call (`sep`, with its VJP `sep
 the CPU: $NAS_JAX_NATIVE_CACHE, else $XDG_CACHE_HOME/nas_jax/native, else
 ~/.cache/nas_jax/native. The library is written to a temporary name and renamed, so
 concurrent first uses (pytest -n) never load a half-written file. Without a working
-compiler `available()` is False, the reason is logged once, and `nas_jax.conv` falls back
-to its pure-JAX CPU path. $NAS_JAX_NATIVE=0 disables the kernels.
+compiler `available()` is False, the reason is logged once, and
+`nas_jax.kernels.depthwise` falls back to its pure-JAX CPU path. $NAS_JAX_NATIVE=0
+disables the kernels.
 
 The three ops are bilinear and each one's VJP is made of the other two:
   forward(x, w)       = F(x, w)          (out = depthwise conv)
@@ -19,14 +20,8 @@ gradients (the exact second-order DARTS step) work to any order. Under `vmap` th
 take the batch as leading axes (vmap_method="expand_dims"; an unbatched operand is
 broadcast inside the kernel, not materialized). float32 only.
 
-Single-threaded per call: XLA:CPU runs independent calls (a cell's edges) on its two
-threads. Measured on the 2-core AMD EPYC (Zen 5), batch 64, float32, median ms: the
-depthwise conv forward / forward + both gradients at 32x32x16, k=3, 0.24 / 0.56 against
-'shift_vjp' 0.26 / 3.53 (k=5: 0.50 / 0.97 against 0.44 / 7.78; all 24 search-net cases in
-experiments/results/depthwise_search_native_cpu_2026-12-01.json); the fused ReLU -
-depthwise - pointwise block (k=3) 0.49 ms forward and 1.5 ms backward. In the s5 weight
-step (L=8, C=16) the fused block and these kernels take the step from 7.4 s to 2.7-2.9 s
-(depthwise kernels alone: 3.8 s): `python -m nas_jax.bench --cases weight --spaces s5`.
+Single-threaded per call: XLA:CPU runs independent calls (a cell's edges) on its
+threads. Numbers: experiments/results/README.md ("Native CPU kernels").
 """
 
 from __future__ import annotations
@@ -110,32 +105,39 @@ def _build(cxx: str) -> Path:
 
 
 @functools.cache
-def available() -> bool:
-    """True when the kernels are compiled, loaded and registered (once per process)."""
+def status() -> str:
+    """'built' once the kernels are compiled, loaded and registered (once per process),
+    else why not: 'disabled: NAS_JAX_NATIVE=0' or 'unavailable: <reason>'."""
     if os.environ.get(ENV_VAR, "1") == "0":
-        return False
+        return f"disabled: {ENV_VAR}=0"
     cxx = _compiler()
     if cxx is None:
-        _log.warning("nas_jax.native: no C++ compiler (%s); using the pure-JAX path",
-                     os.environ.get("CXX") or "c++")  # fmt: skip
-        return False
+        reason = f"no C++ compiler ({os.environ.get('CXX') or 'c++'})"
+        _log.warning("nas_jax.kernels.native: %s; using the pure-JAX path", reason)
+        return f"unavailable: {reason}"
     try:
         lib = ctypes.cdll.LoadLibrary(str(_build(cxx)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as e:
-        _log.warning("nas_jax.native: build failed, using the pure-JAX path: %s", e)
-        return False
+        _log.warning("nas_jax.kernels.native: build failed, using the pure-JAX path: %s", e)
+        last = [line for line in str(e).splitlines() if line.strip()][-1:] or [type(e).__name__]
+        return f"unavailable: build failed: {last[0][:200]}"
     for target, symbol in _TARGETS.items():
         capsule = jax.ffi.pycapsule(getattr(lib, symbol))
         jax.ffi.register_ffi_target(target, capsule, platform="cpu")
-    return True
+    return "built"
+
+
+def available() -> bool:
+    """True when the kernels are compiled, loaded and registered (see `status`)."""
+    return status() == "built"
 
 
 def _call(target, shape, args, stride, padding, dilation):
     """One custom call on `args`; `shape` is the result's shape, or a list of them."""
     if not available():
         raise RuntimeError(
-            f"nas_jax.native kernels are not available (${ENV_VAR}=0, no C++ compiler, or "
-            "the build failed: see the log); use nas_jax.conv.depthwise_conv, which falls back"
+            f"nas_jax.kernels.native kernels are not available ({status()}); use "
+            "nas_jax.kernels.depthwise_conv, which falls back"
         )
     many = isinstance(shape, list)
     results = [jax.ShapeDtypeStruct(tuple(s), np.float32) for s in (shape if many else [shape])]

@@ -1,11 +1,8 @@
 """3x3, padding-1 pooling ops (SPEC 3) as sums and maxima of the 9 strided slices.
 
 XLA:CPU's reduce_window and its transposes (pad-and-scatter for the average,
-select-and-scatter for the maximum) are slow: in the NB201 weight step at C=16,
-batch 64, the average pools took 221 ms of a 1.1 s gradient. The sliced forms fuse
-into one elementwise loop: on a 64x32x32x16 input the average pool's forward is
-0.33 ms instead of 2.24 ms, forward+backward 1.8 ms instead of 3.4 ms; the max pool's
-forward+backward 5.3 ms instead of 38 ms (2.0 vs 20 ms at stride 2).
+select-and-scatter for the maximum) are slow; the sliced forms fuse into one
+elementwise loop, forward and backward. Numbers: experiments/results/README.md ("Pools").
 """
 
 from __future__ import annotations
@@ -16,8 +13,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from nas_jax import fusion
-from nas_jax.conv import tap_backward, tap_slices, transpose_taps
+from nas_jax.kernels import fusion
+from nas_jax.kernels.depthwise import tap_slices
 
 _PAD = ((0, 0), (1, 1), (1, 1), (0, 0))
 
@@ -66,18 +63,13 @@ def _avg_pool_fwd(x, stride):
 def _avg_pool_bwd(stride, res, ct):
     shape, inv = res
     g = fusion.materialize(ct).astype(inv.dtype) * inv
-    if tap_backward() == "chunks":
-        if stride == 1:
-            # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
-            # cotangent (9 slices of one array, not 9 bounds-checked pads; see conv.py).
-            dx = functools.reduce(jnp.add, _taps(jnp.pad(g, _PAD), 1))
-        else:
-            dx = _untap([g] * 9, shape, stride)
-        return (dx.astype(ct.dtype),)
-    # Slices of one padded array per input phase (see `conv.transpose_taps`),
-    # materialized like every op's dx before a node sums them.
-    dx = transpose_taps([g], lambda i, j, v: v[0], shape, 3, 3, stride, 1, 1)
-    return (fusion.materialize(dx.astype(ct.dtype)),)
+    if stride == 1:
+        # The box filter is symmetric: dx is the 3x3 box sum of the padded, scaled
+        # cotangent (9 slices of one array, not 9 bounds-checked pads).
+        dx = functools.reduce(jnp.add, _taps(jnp.pad(g, _PAD), 1))
+    else:
+        dx = _untap([g] * 9, shape, stride)
+    return (dx.astype(ct.dtype),)
 
 
 avg_pool_3x3.defvjp(_avg_pool_fwd, _avg_pool_bwd)
@@ -116,25 +108,16 @@ def _max_pool_fwd(x, stride):
 def _max_pool_bwd(stride, res, ct):
     shape, first = res
     ct = fusion.materialize(ct)  # read by 9 terms
-    if tap_backward() == "chunks":
-        if stride == 1:
-            # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first
-            # maximal tap is a: slices of one padded ct and one padded index array.
-            cts = _taps(jnp.pad(ct, _PAD), 1)
-            firsts = _taps(jnp.pad(first, _PAD, constant_values=-1), 1)
-            zero = jnp.zeros(shape, ct.dtype)
-            terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
-            return (functools.reduce(jnp.add, terms),)
-        zero = jnp.zeros_like(ct)
-        return (_untap([jnp.where(first == t, ct, zero) for t in range(9)], shape, stride),)
-
-    def term(i, j, views):
-        # dx[y] gets ct[o] from every window o whose first maximal tap is (i, j) at y.
-        g, f = views
-        return jnp.where(f == 3 * i + j, g, jnp.zeros_like(g))
-
-    dx = transpose_taps([ct, first], term, shape, 3, 3, stride, 1, 1, pad_values=[0, -1])
-    return (fusion.materialize(dx),)
+    if stride == 1:
+        # dx[a] = sum over the 9 windows o containing a of ct[o] where o's first
+        # maximal tap is a: slices of one padded ct and one padded index array.
+        cts = _taps(jnp.pad(ct, _PAD), 1)
+        firsts = _taps(jnp.pad(first, _PAD, constant_values=-1), 1)
+        zero = jnp.zeros(shape, ct.dtype)
+        terms = [jnp.where(f == 8 - t, g, zero) for t, (g, f) in enumerate(zip(cts, firsts))]
+        return (functools.reduce(jnp.add, terms),)
+    zero = jnp.zeros_like(ct)
+    return (_untap([jnp.where(first == t, ct, zero) for t in range(9)], shape, stride),)
 
 
 max_pool_3x3.defvjp(_max_pool_fwd, _max_pool_bwd)
