@@ -90,10 +90,14 @@ class Inputs(NamedTuple):
 
 def run(config, workdir: str) -> dict | None:
     """Runs the stages; returns result.json's content when 'evaluate' ran (a sweep:
-    summary.json's content)."""
+    summary.json's content). The backend settings of `config.kernels` hold for the run."""
     validate(config)
-    # Before the first computation (the allocator); resolves what the programs compile to.
-    resolved = backend_record(kernels.configure(config.kernels))
+    # Configured before the first computation (the allocator) and for the whole run.
+    with kernels.configured(config.kernels) as settings:
+        return _run(config, workdir, backend_record(settings))
+
+
+def _run(config, workdir: str, resolved: dict) -> dict | None:
     members = sweep.members(config, workdir) if config.num_seeds > 1 else None
     inputs = _resolve_inputs(config, workdir, members)
     _prepare(config, workdir, resolved)

@@ -8,10 +8,11 @@ with that seed and num_seeds=1, metrics.jsonl, tensorboard/, checkpoints/, genot
 `<workdir>/summary.json` gathers every member's genotype and final numbers with their mean
 and standard deviation over the seeds.
 
-Batched: the search. The K SearchStates are stacked on a leading seed axis and one jitted
-`jax.vmap` of the search's train step advances all of them; the data stay shared
-(unbatched, in_axes=None). The per-epoch evaluation, metrics and checkpoints are per seed,
-on each seed's slice of the stacked state (the eval function compiles once for all).
+Batched: the search. The K SearchStates are stacked on a leading seed axis and the search
+stage runs in `train.loop.EpochLoop` with `seeds=K`: one jitted `jax.vmap` of the train
+step advances all of them; the data stay shared (unbatched). The per-epoch evaluation,
+metrics, NaN guard and checkpoints are per seed, on each seed's slice of the stacked state
+(the eval function compiles once for all).
 Not batched: selection and evaluation run member after member (`pipeline.run`). Each
 member's PT schedule makes other decisions (other edge order, other choices), so the
 control flow differs per seed; the members share shapes, so XLA's compilation cache

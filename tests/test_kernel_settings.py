@@ -146,3 +146,16 @@ def test_native_that_cannot_run_reports_the_fallback(env, native_kernels, tmp_pa
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["depthwise"] == "shift_vjp" and got["native_kernels"] == native_kernels
     assert got["source"]["depthwise"] == "default for cpu"
+
+
+def test_configured_holds_for_a_block_then_restores(monkeypatch):
+    monkeypatch.setenv(ENV["materialize"], "none")
+    assert settings.current("materialize") == "none"  # lazy: the environment
+    with kernels.configured({"materialize": "cond"}) as got:
+        assert got["materialize"] == "cond"
+        monkeypatch.setenv(ENV["materialize"], "none")  # read once, when configured
+        assert settings.current("materialize") == "cond"
+    assert settings.current("materialize") == "none"  # lazy again after the block
+    # Negative control: plain `configure` stays in effect after the call.
+    kernels.configure({"materialize": "cond"})
+    assert settings.current("materialize") == "cond"

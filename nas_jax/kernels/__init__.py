@@ -26,6 +26,7 @@ from nas_jax.kernels.settings import (
     active,
     configure,
     configure_allocator,
+    configured,
     describe,
     validate,
 )
@@ -38,6 +39,7 @@ __all__ = [
     "avg_pool_3x3",
     "configure",
     "configure_allocator",
+    "configured",
     "depthwise_conv",
     "describe",
     "materialize",

@@ -24,10 +24,11 @@ and `native_kernels` says why.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import jax
 
@@ -197,6 +198,18 @@ def configure(section=None) -> dict:
         allocator.apply()
     _fix(_settle(section))
     return _configured.as_dict()
+
+
+@contextlib.contextmanager
+def configured(section=None) -> Iterator[dict]:
+    """`configure(section)` for the duration of a `with` block (a run), then the settings
+    that were in effect before; yields what `configure` returns."""
+    before = _configured
+    resolved = configure(section)
+    try:
+        yield resolved
+    finally:
+        _fix(before)
 
 
 def reset() -> None:
