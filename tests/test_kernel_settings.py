@@ -159,3 +159,43 @@ def test_configured_holds_for_a_block_then_restores(monkeypatch):
     # Negative control: plain `configure` stays in effect after the call.
     kernels.configure({"materialize": "cond"})
     assert settings.current("materialize") == "cond"
+
+
+def test_config_json_records_the_resolved_backend_settings(tmp_path):
+    """A lookup run (no compile) through the command line: what `config.kernels` and the
+    environment resolved to is in config.json, and a bad value writes nothing."""
+    from test_evaluate import ALL_SKIP, ROOT, write_table
+
+    table = write_table(tmp_path / "table.csv")
+
+    def run(name, *overrides, **env):
+        out = subprocess.run(
+            [sys.executable, "-m", "nas_jax.main", "--config", "configs/evaluate.py",
+             f"--workdir={tmp_path / name}", f"--config.genotype={ALL_SKIP}",
+             f"--config.evaluate.nb201_table={table}", *overrides],
+            capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env},
+        )  # fmt: skip
+        return out, tmp_path / name / "config.json"
+
+    out, path = run("default")
+    assert out.returncode == 0, out.stderr[-2000:]
+    resolved = json.loads(path.read_text())["resolved"]
+    assert resolved["backend"] == "cpu" and resolved["materialize"] == "cond"
+    assert resolved["source"]["materialize"] == "default for cpu"
+    assert {"depthwise", "malloc", "native_kernels", "jax", "devices"} <= set(resolved)
+
+    out, path = run("env", **{ENV["materialize"]: "none"})  # the override is recorded
+    assert out.returncode == 0, out.stderr[-2000:]
+    resolved = json.loads(path.read_text())["resolved"]
+    assert resolved["materialize"] == "none"
+    assert resolved["source"]["materialize"] == "env NAS_JAX_MATERIALIZE"
+
+    out, path = run(
+        "config", "--config.kernels.depthwise=shift_vjp", **{ENV["materialize"]: "none"}
+    )
+    resolved = json.loads(path.read_text())["resolved"]
+    assert (resolved["depthwise"], resolved["source"]["depthwise"]) == ("shift_vjp", "config")
+
+    out, path = run("bad", "--config.kernels.materialize=barrier")
+    assert out.returncode == 2 and not path.parent.exists()
+    assert out.stderr.strip().splitlines()[-1].startswith("error: kernels.materialize='barrier'")

@@ -210,35 +210,3 @@ def test_search_on_real_cifar10_jpegs_through_image_folder(tmp_path, no_network)
     pipeline.run(config, str(tmp_path / "run"))
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == config.search.epochs and np.isfinite(records[-1]["train_loss"])
-
-
-def test_config_json_records_the_resolved_backend_settings(tmp_path):
-    def run(name, *overrides, **env):
-        out = subprocess.run(
-            [sys.executable, "-m", "nas_jax.main", "--config", "configs/quickstart.py:smoke",
-             f"--workdir={tmp_path / name}", "--config.stages=('search',)",
-             "--config.search.epochs=1", "--config.xla_cache_dir=", *overrides],
-            capture_output=True, text=True, cwd=ROOT, env={**os.environ, **env},
-        )  # fmt: skip
-        return out, tmp_path / name / "config.json"
-
-    out, path = run("default")
-    assert out.returncode == 0, out.stderr[-2000:]
-    resolved = json.loads(path.read_text())["resolved"]
-    assert resolved["backend"] == "cpu" and resolved["materialize"] == "cond"
-    assert resolved["source"]["materialize"] == "default for cpu"
-    assert {"depthwise", "malloc", "native_kernels", "jax", "devices"} <= set(resolved)
-
-    out, path = run("env", NAS_JAX_MATERIALIZE="none")  # the override is what is recorded
-    assert out.returncode == 0, out.stderr[-2000:]
-    resolved = json.loads(path.read_text())["resolved"]
-    assert resolved["materialize"] == "none"
-    assert resolved["source"]["materialize"] == "env NAS_JAX_MATERIALIZE"
-
-    out, path = run("config", "--config.kernels.depthwise=shift_vjp", NAS_JAX_MATERIALIZE="none")
-    resolved = json.loads(path.read_text())["resolved"]
-    assert (resolved["depthwise"], resolved["source"]["depthwise"]) == ("shift_vjp", "config")
-
-    out, path = run("bad", "--config.kernels.materialize=barrier")
-    assert out.returncode == 2 and not path.parent.exists()
-    assert out.stderr.strip().splitlines()[-1].startswith("error: kernels.materialize='barrier'")

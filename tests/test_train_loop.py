@@ -168,7 +168,8 @@ def test_a_diverged_search_stops_with_one_line_and_writes_no_genotype(tmp_path):
 
     out = subprocess.run(
         [sys.executable, "-m", "nas_jax.main", "--config", "configs/quickstart.py:smoke",
-         f"--workdir={tmp_path / 'cli'}", "--config.search.lr=1e30", "--config.xla_cache_dir="],
+         f"--workdir={tmp_path / 'cli'}", "--config.search.lr=1e30",
+         f"--config.xla_cache_dir={jax.config.jax_compilation_cache_dir}"],  # the run above's
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
     assert out.returncode == 1, out.stderr[-2000:]
