@@ -120,17 +120,18 @@ def _resolve_inputs(config, workdir: str, members) -> Inputs:
     gs = [None if searching or not evaluating else evaluation.resolve_genotype(c, w)
           for c, w in places]  # fmt: skip
     retraining = evaluating and _retrains(config, gs[0])
-    try:
-        train = test = None
+    search_data = eval_data = None
+    try:  # a missing or unusable dataset is the user's input too
         if searching or retraining:
             kwargs = search_run.dataset_kwargs(config.data)
             train = data.load_dataset(config.data.name, "train", **kwargs)
+            if searching:
+                search_data = search_run.search_data_from(train, config.data)
             if retraining:
                 test = data.load_dataset(config.data.name, "test", **kwargs)
+                eval_data = retrain.eval_data_from(train, test)
     except (data.DatasetNotPreparedError, ValueError) as e:
         raise config_lib.ConfigError(f"data.name={config.data.name!r}: {e}") from None
-    search_data = search_run.search_data_from(train, config.data) if searching else None
-    eval_data = retrain.eval_data_from(train, test) if retraining else None
     return Inputs(search_data, eval_data, gs)
 
 

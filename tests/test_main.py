@@ -210,3 +210,17 @@ def test_search_on_real_cifar10_jpegs_through_image_folder(tmp_path, no_network)
     pipeline.run(config, str(tmp_path / "run"))
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == config.search.epochs and np.isfinite(records[-1]["train_loss"])
+
+
+def test_a_missing_dataset_is_one_line_before_anything_is_written(tmp_path, no_network):
+    workdir = tmp_path / "w"
+    out = subprocess.run(
+        [sys.executable, "-m", "nas_jax.main", "--config", "configs/nb201.py:smoke",
+         f"--workdir={workdir}", f"--config.data.data_dir={tmp_path / 'empty'}"],
+        capture_output=True, text=True, cwd=ROOT,
+    )  # fmt: skip
+    assert out.returncode == 2, out.stderr[-2000:]
+    errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
+    assert len(errors) == 1 and "data.name='cifar10'" in errors[0]
+    assert "not usable" in errors[0] and "Traceback" not in out.stderr
+    assert not workdir.exists()
