@@ -136,14 +136,11 @@ def _resolve_inputs(config, workdir: str, members) -> Inputs:
 
 
 def _retrains(config, g) -> bool:
-    """Whether the evaluate stage retrains (and needs the train and test splits), as
-    `evaluation.resolve_method` will decide; before a search, its space's family."""
-    ev = config.evaluate
-    if ev.method != "auto":
-        return ev.method == "retrain"
+    """Whether the evaluate stage retrains (and needs the train and test splits); before a
+    search, the searched space's family decides."""
     space = spaces.get_space(config.model.space)
     fam = families.family_of(g) if g is not None else families.get_family(space.family)
-    return not (fam.benchmark_lookup and ev.nb201_table)
+    return evaluation.method_for_family(config.evaluate, fam) == "retrain"
 
 
 def backend_record(kernel_settings: dict) -> dict:

@@ -114,6 +114,9 @@ def test_resume_from_a_checkpoint_equals_the_uninterrupted_run(tmp_path):
     assert meta == {"epoch": 2}
     got = cut.run(state, range(meta["epoch"], 4))
     assert float(got.w) == float(want.w) and int(got.step) == int(want.step)
+    # Negative control: the same epochs from the fresh state, not the checkpoint, differ.
+    other, _ = _loop(stage, tmp_path, name="fresh")
+    assert float(other.run(State(jnp.int32(0), jnp.float32(0.0)), range(2, 4)).w) != float(want.w)
 
 
 def test_seed_axis_runs_each_seed_as_its_single_run(tmp_path):

@@ -4,6 +4,7 @@ from nas_jax.evaluation.lookup import BenchmarkError, arch_string, load_table
 from nas_jax.evaluation.lookup import lookup as lookup_nb201
 from nas_jax.evaluation.run import (
     METHODS,
+    method_for_family,
     resolve_genotype,
     resolve_method,
     run_evaluate,
@@ -17,6 +18,7 @@ __all__ = [
     "arch_string",
     "load_table",
     "lookup_nb201",
+    "method_for_family",
     "resolve_genotype",
     "resolve_method",
     "run_evaluate",

@@ -110,10 +110,14 @@ def resolve_genotype(config, workdir: str) -> AnyGenotype:
 
 def resolve_method(ev, g: AnyGenotype) -> str:
     """'auto': a lookup for cells of a benchmarked family when a table is given."""
+    return method_for_family(ev, families.family_of(g))
+
+
+def method_for_family(ev, fam: families.Family) -> str:
+    """`resolve_method` for any cell of family `fam` (known before a search ends)."""
     if ev.method != "auto":
         return ev.method
-    lookup_ok = families.family_of(g).benchmark_lookup and bool(ev.nb201_table)
-    return "lookup" if lookup_ok else "retrain"
+    return "lookup" if fam.benchmark_lookup and ev.nb201_table else "retrain"
 
 
 def nb201_benchmark_params(g: NB201Genotype, num_classes: int) -> int:

@@ -139,6 +139,14 @@ def options_from_config(search_config, lr_schedule) -> dict:
     return resolve_options(method, method.from_config(search_config, lr_schedule))
 
 
+def mixing_from_config(search_config, lr_schedule) -> Callable[[arch.ArchState], Weights]:
+    """`arch_state -> mixing weights` of `search_config.method` with its options: what a
+    run's evaluation and selection apply to the supernet."""
+    method = get_method(search_config.method)
+    options = options_from_config(search_config, lr_schedule)
+    return lambda arch_state: method.mixing(arch_state, options)
+
+
 # --------------------------------------------------------------------------------------
 # The reference's methods (SPEC 6.3-6.6)
 # --------------------------------------------------------------------------------------

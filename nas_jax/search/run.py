@@ -171,8 +171,7 @@ def make_evaluate(setup: SearchSetup, config, mean, std):
     """`evaluate(state, images, labels, key, max_batches=0) -> {'loss', 'acc'}`: eval mode
     (running statistics), un-augmented images, the state's mixing weights."""
     model = setup.model
-    mixing = methods.get_method(config.search.method).mixing
-    options = methods.options_from_config(config.search, setup.schedule)
+    mixing = methods.mixing_from_config(config.search, setup.schedule)
 
     def logits(args, x, key):
         params, batch_stats, weights = args
@@ -182,7 +181,7 @@ def make_evaluate(setup: SearchSetup, config, mean, std):
     evaluator = evaluate_lib.make_evaluator(logits, config.data.batch_size, mean, std)
 
     def evaluate(state, images, labels, key, max_batches=0):
-        args = (state.params, state.batch_stats, mixing(state.arch, options))
+        args = (state.params, state.batch_stats, mixing(state.arch))
         out = evaluator(args, images, labels, key, max_batches)
         return {"loss": out["loss"], "acc": out["acc"]}
 

@@ -85,8 +85,6 @@ def make_context(config, setup, search_data) -> selectors.SelectionContext:
     """The selectors' view of the supernet: scoring on the held-out half with the search
     method's mixing weights."""
     sel, space = config.select, setup.space
-    method = methods.get_method(config.search.method)
-    options = methods.options_from_config(config.search, setup.schedule)
     protocol = scoring.DataProtocol.from_config(config.data, search_data.mean, search_data.std)
     inputs = [len(space.node_edges[n]) for n in space.prunable_nodes]
     scorer = scoring.Scorer(
@@ -96,7 +94,7 @@ def make_context(config, setup, search_data) -> selectors.SelectionContext:
     return selectors.SelectionContext(
         space=space,
         options=sel,
-        mixing=lambda a: method.mixing(a, options),
+        mixing=methods.mixing_from_config(config.search, setup.schedule),
         scorer=scorer,
         split=(search_data.valid_x, search_data.valid_y),
         num_batches=protocol.num_batches(int(search_data.valid_y.shape[0]), sel.eval_batches),
