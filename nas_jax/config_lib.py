@@ -30,9 +30,18 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
                 raise ConfigError(f"Config arg {key!r} needs a value ({key}=...)")
             out[key] = True
         elif isinstance(default, bool):
+            if value.lower() not in ("1", "true", "yes", "0", "false", "no"):
+                raise ConfigError(f"Config arg {key}={value!r} is not accepted; accepted: "
+                                  "true, false (or the bare word for true)")  # fmt: skip
             out[key] = value.lower() in ("1", "true", "yes")
+        elif default is None:
+            out[key] = value
         else:
-            out[key] = type(default)(value) if default is not None else value
+            try:
+                out[key] = type(default)(value)
+            except ValueError:
+                raise ConfigError(f"Config arg {key}={value!r} must be of type "
+                                  f"{type(default).__name__}") from None  # fmt: skip
     return out
 
 
@@ -42,6 +51,110 @@ def check_choice(name: str, value, accepted: Iterable) -> None:
         raise ConfigError(
             f"{name}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}"
         )
+
+
+def check_number(name: str, value, rule: str) -> None:
+    """Checks `value` against a rule: 'int' or 'float', then bounds such as '> 0',
+    '>= 0', '< 1', '<= 1' (space separated pairs), e.g. 'float >= 0 < 1'."""
+    kind, *bounds = rule.split()
+    ok = not isinstance(value, bool) and (
+        isinstance(value, int) if kind == "int" else isinstance(value, (int, float))
+    )
+    ops = {">": float.__gt__, ">=": float.__ge__, "<": float.__lt__, "<=": float.__le__}
+    pairs = list(zip(bounds[::2], bounds[1::2], strict=True))
+    ok = ok and value == value and all(ops[op](float(value), float(b)) for op, b in pairs)
+    if not ok:
+        what = "an integer" if kind == "int" else "a number"
+        raise ConfigError(f"{name}={value!r} must be {what} {' and '.join(map(' '.join, pairs))}")
+
+
+def check_bool(name: str, value) -> None:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{name}={value!r} must be True or False")
+
+
+# Every numeric and boolean key of the config and what its meaning allows; checked before a
+# run writes anything (pipeline.validate).
+RULES = {
+    "seed": "int >= 0",
+    "log_every_seconds": "float >= 0",
+    "divergence_factor": "float >= 0",
+    "data.train_portion": "float > 0 < 1",
+    "data.batch_size": "int > 0",
+    "data.pad": "int >= 0",
+    "data.flip": "bool",
+    "data.cutout_length": "int >= 0",
+    "data.cutout_prob": "float >= 0 <= 1",
+    "data.eval_batches": "int >= 0",
+    "model.C": "int > 0",
+    "model.layers": "int > 0",
+    "model.nb201_cells": "int > 0",
+    "search.epochs": "int > 0",
+    "search.steps_per_epoch": "int >= 0",
+    "search.lr": "float > 0",
+    "search.lr_min": "float >= 0",
+    "search.momentum": "float >= 0 < 1",
+    "search.weight_decay": "float >= 0",
+    "search.grad_clip": "float > 0",
+    "search.arch_lr": "float > 0",
+    "search.arch_b1": "float >= 0 < 1",
+    "search.arch_b2": "float >= 0 < 1",
+    "search.arch_weight_decay": "float >= 0",
+    "search.epsilon_min": "float >= 0",
+    "search.epsilon_max": "float >= 0",
+    "search.pgd_steps": "int > 0",
+    "search.fixed_uniform": "bool",
+    "search.checkpoint_every": "int > 0",
+    "select.tune_epochs": "int >= 0",
+    "select.tune_lr_factor": "float > 0",
+    "select.eval_batches": "int >= 0",
+    "select.score_chunk": "int >= 0",
+    "select.write_back_stats": "bool",
+    "select.log_accuracy": "bool",
+    "evaluate.C": "int > 0",
+    "evaluate.layers": "int > 0",
+    "evaluate.auxiliary": "bool",
+    "evaluate.auxiliary_weight": "float >= 0",
+    "evaluate.drop_path_prob": "float >= 0 < 1",
+    "evaluate.imagenet": "bool",
+    "evaluate.nb201_C": "int > 0",
+    "evaluate.nb201_cells": "int > 0",
+    "evaluate.epochs": "int > 0",
+    "evaluate.steps_per_epoch": "int >= 0",
+    "evaluate.batch_size": "int > 0",
+    "evaluate.lr": "float > 0",
+    "evaluate.lr_min": "float >= 0",
+    "evaluate.lr_gamma": "float > 0 <= 1",
+    "evaluate.momentum": "float >= 0 < 1",
+    "evaluate.weight_decay": "float >= 0",
+    "evaluate.grad_clip": "float > 0",
+    "evaluate.label_smoothing": "float >= 0 < 1",
+    "evaluate.cutout_length": "int >= 0",
+    "evaluate.cutout_prob": "float >= 0 <= 1",
+    "evaluate.eval_every": "int > 0",
+    "evaluate.eval_batches": "int >= 0",
+    "evaluate.checkpoint_every": "int > 0",
+}
+
+
+def check_rules(config) -> None:
+    """Every key of `RULES` (ConfigError: one line naming the key, the value and the rule)."""
+    for name, rule in RULES.items():
+        value = config
+        for part in name.split("."):
+            value = value[part]
+        if rule == "bool":
+            check_bool(name, value)
+        else:
+            check_number(name, value, rule)
+    s = config.search
+    if s.epsilon_min > s.epsilon_max:
+        raise ConfigError(f"search.epsilon_min={s.epsilon_min} must be <= search.epsilon_max="
+                          f"{s.epsilon_max}")  # fmt: skip
+    for section in ("search", "evaluate"):
+        if config[section].lr_min > config[section].lr:
+            raise ConfigError(f"{section}.lr_min={config[section].lr_min} must be <= "
+                              f"{section}.lr={config[section].lr}")  # fmt: skip
 
 
 def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
@@ -62,6 +175,9 @@ def base_config() -> ml_collections.ConfigDict:
     # path or a text form; '' = the workdir's genotype.json (written by search/select).
     c.genotype = ""
     c.log_every_seconds = 10.0
+    # A search or retraining whose epoch train loss exceeds this factor times its first
+    # epoch's stops as diverged (like a NaN loss); 0 = off.
+    c.divergence_factor = 10.0
     # Mixed precision (nas_jax/precision.py): 'bfloat16' computes the networks in bfloat16
     # with float32 parameters, optimizer state, BN statistics and loss (accelerators).
     c.compute_dtype = "float32"

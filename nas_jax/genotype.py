@@ -47,7 +47,9 @@ def parse_text(text: str):
     for _, fam in families.FAMILIES.items():
         if fam.is_text(text):
             return fam.parse_text(text)
-    raise ValueError(f"Not a genotype text (DARTS 'Genotype(...)' or NB201 '|op~0|+...'): {text!r}")
+    raise ValueError(
+        f"Not a genotype text (DARTS 'Genotype(...)' or NB201 '|op~0|+...'): {text[:80]!r}"
+    )
 
 
 @functools.cache
@@ -65,14 +67,19 @@ def get_genotype(spec: str):
     if spec.endswith(".json") or os.path.isfile(spec):
         if not os.path.isfile(spec):
             raise ValueError(f"Genotype file {spec!r} does not exist")
-        with open(spec) as f:
-            d = json.load(f)
-        return from_json_dict(d.get("genotype", d))
+        try:
+            with open(spec) as f:
+                d = json.load(f)
+            return from_json_dict(d.get("genotype", d))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"Genotype file {spec!r} is not a genotype JSON: "
+                             f"{type(e).__name__}: {e}") from None  # fmt: skip
     if any(fam.is_text(spec) for _, fam in families.FAMILIES.items()):
         return parse_text(spec)
     raise ValueError(
-        f"Unknown genotype {spec!r}: not a registered name, a .json file or a genotype text. "
-        f"Registered: {', '.join(registry())}"
+        f"Unknown genotype {spec[:80]!r}: not a registered name, a .json file or a genotype "
+        f"text. Registered ({len(registry())}, in nas_jax/genotypes.json): "
+        f"{', '.join(list(registry())[:6])}, ..."
     )
 
 

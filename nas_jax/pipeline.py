@@ -8,13 +8,13 @@ value or a missing dataset ends with one `ConfigError` line and nothing written.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import NamedTuple
 
 import jax
 import jaxlib
 
+import nas_jax
 from nas_jax import (
     arch,
     config_lib,
@@ -28,8 +28,9 @@ from nas_jax import (
     spaces,
     sweep,
 )
+from nas_jax import workdir as workdir_lib
 from nas_jax.evaluation import retrain
-from nas_jax.reporting import logger, write_json
+from nas_jax.reporting import logger
 from nas_jax.search import methods
 from nas_jax.search import run as search_run
 
@@ -40,6 +41,7 @@ def validate(config) -> None:
     """Raises ConfigError (one line naming the value and the accepted ones)."""
     chk = config_lib.check_choice
     sweep.validate_num_seeds(config.num_seeds)
+    config_lib.check_rules(config)
     stages = tuple(config.stages)
     if not stages:
         raise config_lib.ConfigError(f"stages is empty; accepted stages: {', '.join(STAGES)}")
@@ -62,14 +64,14 @@ def validate(config) -> None:
         raise config_lib.ConfigError(
             f"data.name={config.data.name!r} needs --config.data.folder=PATH"
         )
-    if not 0.0 < config.data.train_portion < 1.0:
+    fam = families.get_family(spaces.get_space(config.model.space).family)
+    searching = {"search", "select"} & set(stages)
+    if searching and config.model.layers < fam.min_layers:
         raise config_lib.ConfigError(
-            f"data.train_portion={config.data.train_portion} must be in (0, 1)"
+            f"model.layers={config.model.layers} is too few for space "
+            f"{config.model.space!r}: {fam.name} networks need >= {fam.min_layers} cells to "
+            "hold every cell type (reduction cells at layers//3 and 2*layers//3)"
         )
-    for name in ("data.batch_size", "model.C", "model.layers", "search.epochs",
-                 "search.checkpoint_every", "model.nb201_cells"):  # fmt: skip
-        section, key = name.split(".")
-        config_lib.check_positive(name, config[section][key])
     if config.model.C % 2:
         raise config_lib.ConfigError(f"model.C={config.model.C} must be even (FactorizedReduce)")
     if "select" in stages:
@@ -88,21 +90,40 @@ class Inputs(NamedTuple):
     genotypes: list  # per member: the genotype evaluate alone reads, or None
 
 
-def run(config, workdir: str) -> dict | None:
+def run(config, workdir: str, *, extend: bool = False, overwrite: bool = False,
+        allow_backend_change: bool = False) -> dict | None:  # fmt: skip
     """Runs the stages; returns result.json's content when 'evaluate' ran (a sweep:
-    summary.json's content). The backend settings of `config.kernels` hold for the run."""
+    summary.json's content). The backend settings of `config.kernels` hold for the run.
+
+    The workdir contract (nas_jax/workdir.py): a workdir that holds a run with another
+    config is refused (`WorkdirError`) unless `extend` (more search or retraining epochs:
+    continue, redo later stages), `overwrite` (discard it) or, for another backend alone,
+    `allow_backend_change`; a workdir in use by another run is refused too.
+    """
     validate(config)
+    flags = dict(extend=extend, overwrite=overwrite, allow_backend_change=allow_backend_change)
     # Configured before the first computation (the allocator) and for the whole run.
     with kernels.configured(config.kernels) as settings:
-        return _run(config, workdir, backend_record(settings))
+        return _run(config, workdir, backend_record(settings), flags)
 
 
-def _run(config, workdir: str, resolved: dict) -> dict | None:
+def _run(config, workdir: str, resolved: dict, flags: dict) -> dict | None:
     members = sweep.members(config, workdir) if config.num_seeds > 1 else None
+    places = [(config, workdir)] + [(m.config, m.workdir) for m in members or ()]
+    for c, w in places:  # refusals before the (slower) inputs, and before any write
+        workdir_lib.plan(w, c, resolved, **flags)
     inputs = _resolve_inputs(config, workdir, members)
-    _prepare(config, workdir, resolved)
+    with workdir_lib.locked([w for _, w in places]):
+        plans = [workdir_lib.plan(w, c, resolved, **flags) for c, w in places]  # under the lock
+        for (c, w), p in zip(places, plans, strict=True):
+            workdir_lib.apply(w, c, resolved, p)
+        _prepare(config)
+        return _run_stages(config, workdir, members, inputs)
+
+
+def _run_stages(config, workdir: str, members, inputs: Inputs) -> dict | None:
     if members is not None:
-        return _run_sweep(config, workdir, members, inputs, resolved)
+        return _run_sweep(config, workdir, members, inputs)
     if {"search", "select"} & set(config.stages):
         state, setup, search_data = search_run.run_search(config, workdir, inputs.search_data)
         _finish_search(config, workdir, state, setup, search_data)
@@ -152,29 +173,18 @@ def backend_record(kernel_settings: dict) -> dict:
         "devices": f"{len(devices)} x {devices[0].device_kind}",
         "jax": jax.__version__,
         "jaxlib": jaxlib.__version__,
+        "nas_jax": nas_jax.__version__,
     }
 
 
-def _write_config(config, workdir: str, resolved: dict) -> None:
-    """config.json: the config as given, and `resolved`: what it resolved to here."""
-    record = json.loads(config.to_json_best_effort())
-    record["resolved"] = resolved
-    write_json(os.path.join(workdir, "config.json"), record)
-
-
-def _prepare(config, workdir: str, resolved: dict) -> None:
+def _prepare(config) -> None:
     if config.xla_cache_dir:
         jax.config.update("jax_compilation_cache_dir", os.path.expanduser(config.xla_cache_dir))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-    os.makedirs(workdir, exist_ok=True)
-    _write_config(config, workdir, resolved)
 
 
-def _run_sweep(config, workdir: str, members, inputs: Inputs, resolved: dict) -> dict:
+def _run_sweep(config, workdir: str, members, inputs: Inputs) -> dict:
     """The search of all seeds at once (vmapped); selection and evaluation seed by seed."""
-    for m in members:
-        os.makedirs(m.workdir, exist_ok=True)
-        _write_config(m.config, m.workdir, resolved)
     if {"search", "select"} & set(config.stages):
         states, setup, search_data = sweep.run_search_sweep(config, members, inputs.search_data)
         for m, state in zip(members, states, strict=True):

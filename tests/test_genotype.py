@@ -85,7 +85,9 @@ def test_get_genotype_resolves_names_files_and_text(tmp_path):
     assert genotype.get_genotype(str(path)) == g
     assert genotype.get_genotype("darts_pt_s5_0") == g
     assert genotype.get_genotype(g.to_text()) == g
-    with pytest.raises(ValueError, match="Registered: DARTS_V1"):
+    with pytest.raises(
+        ValueError, match=r"Registered \(\d+, in nas_jax/genotypes.json\): DARTS_V1"
+    ):
         genotype.get_genotype("not_a_genotype")
 
 

@@ -175,7 +175,7 @@ def test_a_diverged_search_stops_with_one_line_and_writes_no_genotype(tmp_path):
          f"--config.xla_cache_dir={jax.config.jax_compilation_cache_dir}"],  # the run above's
         capture_output=True, text=True, cwd=ROOT,
     )  # fmt: skip
-    assert out.returncode == 1, out.stderr[-2000:]
+    assert out.returncode == 2, out.stderr[-2000:]
     errors = [ln for ln in out.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and "search diverged: non-finite" in errors[0]
     assert "Traceback" not in out.stderr

@@ -208,6 +208,7 @@ class RetrainStage:
         num_train = int(d.train_y.shape[0])
         self.step = make_train_step(model, tx, self.ev, config.data, d.mean, d.std, num_train)
         self.evaluate = make_evaluate(model, self.ev.batch_size, d.mean, d.std)
+        self.divergence = ("train_loss", config.get("divergence_factor", 0.0))
 
     def epoch_inputs(self, epoch: int) -> dict:
         ev = self.ev  # drop-path ramps linearly over the epochs (SPEC 8.1)

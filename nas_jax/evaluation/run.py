@@ -34,15 +34,7 @@ def validate_config(config) -> None:
     chk("evaluate.nb201_source", ev.nb201_source, lookup.SOURCES)
     chk("evaluate.lr_schedule", ev.lr_schedule, LR_SCHEDULES)
     chk("evaluate.sampler", ev.sampler, data.SAMPLERS)
-    for name in ("C", "layers", "nb201_C", "nb201_cells", "epochs", "batch_size", "lr",
-                 "checkpoint_every"):  # fmt: skip
-        config_lib.check_positive(f"evaluate.{name}", ev[name])
-    for name in ("steps_per_epoch", "eval_every", "eval_batches", "cutout_length",
-                 "drop_path_prob", "auxiliary_weight", "weight_decay", "lr_min",
-                 "label_smoothing"):  # fmt: skip
-        config_lib.check_positive(f"evaluate.{name}", ev[name], allow_zero=True)
-    if not ev.drop_path_prob < 1.0:
-        raise config_lib.ConfigError(f"evaluate.drop_path_prob={ev.drop_path_prob} must be < 1")
+    # Numbers and booleans: config_lib.RULES (checked first, by pipeline.validate).
     if ev.C % 2:
         raise config_lib.ConfigError(f"evaluate.C={ev.C} must be even (FactorizedReduce)")
     if ev.imagenet:
@@ -59,12 +51,18 @@ def validate_config(config) -> None:
         )
     spec = data.DATASETS.get(config.data.name) if config.data.name in data.DATASETS else None
     size = spec.image_size if spec else None
-    if ev.auxiliary and not ev.imagenet and size is not None and size // 4 < 5:
-        fam = (
-            families.family_of(parse_genotype(config.genotype))
-            if config.genotype
-            else families.get_family(spaces.get_space(config.model.space).family)
+    fam = (
+        families.family_of(parse_genotype(config.genotype))
+        if config.genotype
+        else families.get_family(spaces.get_space(config.model.space).family)
+    )
+    depth = fam.network_size(ev)[1]
+    if depth < fam.min_layers:
+        raise config_lib.ConfigError(
+            f"evaluate.layers={depth} is too few for a {fam.name} network: it needs >= "
+            f"{fam.min_layers} cells to hold every cell type of the genotype"
         )
+    if ev.auxiliary and not ev.imagenet and size is not None and size // 4 < 5:
         if fam.auxiliary_head and ev.method != "lookup":
             raise config_lib.ConfigError(
                 f"evaluate.auxiliary=True needs images of at least 20 px; {config.data.name} "

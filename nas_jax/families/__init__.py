@@ -40,6 +40,7 @@ class Family:
     final_tune_epochs: PT tuning epochs after the last decision event (SPEC 7.6).
     auxiliary_head: its evaluation network can have the auxiliary head.
     benchmark_lookup: its cells can be looked up in a tabular benchmark (NB201).
+    min_layers: the fewest cells (`layers`) of a network with every cell type in it.
     """
 
     name: str
@@ -59,6 +60,7 @@ class Family:
     final_tune_epochs: int
     auxiliary_head: bool
     benchmark_lookup: bool = False
+    min_layers: int = 1
 
 
 FAMILIES: Registry[Family] = Registry("space family")

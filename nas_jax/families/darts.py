@@ -19,6 +19,7 @@ CELL_TYPES = ("normal", "reduce")
 EDGES = tuple((node + 2, j) for node in range(STEPS) for j in range(node + 2))
 
 Pair = tuple[str, int]
+MAX_TEXT = 2000  # the longest published DARTS genotype text is ~400 characters
 
 
 class Genotype(NamedTuple):
@@ -51,8 +52,13 @@ class Genotype(NamedTuple):
 def make_genotype(normal, normal_concat, reduce, reduce_concat) -> Genotype:
     """A checked Genotype: 8 pairs per cell, each reading a state that exists."""
 
+    from nas_jax.ops import OPS  # the op constructors (flax): imported when first needed
+
     def pairs(ps):
         out = tuple((str(op), int(j)) for op, j in ps)
+        unknown = sorted({op for op, _ in out} - set(OPS))
+        if unknown:
+            raise ValueError(f"Unknown op {unknown[0][:40]!r}; accepted: {', '.join(OPS)}")
         if len(out) != 2 * STEPS:
             raise ValueError(f"A DARTS cell needs 8 (op, input) pairs, got {len(out)}")
         for i, (op, j) in enumerate(out):
@@ -60,19 +66,37 @@ def make_genotype(normal, normal_concat, reduce, reduce_concat) -> Genotype:
                 raise ValueError(f"Pair {i} ({op!r}, {j}) reads a state that does not exist yet")
         return out
 
-    return Genotype(pairs(normal), tuple(normal_concat), pairs(reduce), tuple(reduce_concat))
+    def concat(c):
+        out = tuple(c)
+        states = range(2, STEPS + 2)
+        if (
+            not out
+            or len(set(out)) != len(out)
+            or not all(isinstance(i, int) and not isinstance(i, bool) and i in states for i in out)
+        ):
+            raise ValueError(f"A concat lists distinct intermediate states {list(states)}, "
+                             f"got {list(out)[:8]}")  # fmt: skip
+        return out
+
+    return Genotype(pairs(normal), concat(normal_concat), pairs(reduce), concat(reduce_concat))
 
 
 def _literal(node: ast.expr):
     # DARTS prints concat as range(2, 6) in some versions.
     if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "range":
-        return list(range(*[ast.literal_eval(a) for a in node.args]))
+        r = range(*[ast.literal_eval(a) for a in node.args])
+        if len(r) > STEPS + 2:  # before materialising it
+            raise ValueError(f"{r} has {len(r)} states; a cell has {STEPS + 2}")
+        return list(r)
     return ast.literal_eval(node)
 
 
 def parse_text(text: str) -> Genotype:
     """Parses `Genotype(normal=[...], normal_concat=[...], reduce=[...], reduce_concat=[...])`
     without eval."""
+    if len(text) > MAX_TEXT:
+        raise ValueError(f"A DARTS genotype text has at most {MAX_TEXT} characters, got "
+                         f"{len(text)}: {text[:60]!r}...")  # fmt: skip
     try:
         call = ast.parse(text.strip(), mode="eval").body
         if not (isinstance(call, ast.Call) and getattr(call.func, "id", None) == "Genotype"):
@@ -161,5 +185,6 @@ FAMILY = FAMILIES.register(
         magnitude_skips_none=True,
         final_tune_epochs=1,  # the reference tunes one epoch after the last event
         auxiliary_head=True,
+        min_layers=3,  # reduction cells at L//3 and 2L//3: a normal cell needs L >= 3
     ),
 )

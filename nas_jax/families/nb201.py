@@ -52,7 +52,7 @@ def parse_text(text: str) -> NB201Genotype:
                     raise ValueError(f"unknown op {op!r} (accepted: {', '.join(OPS)})")
                 ops.append(op)
     except ValueError as e:
-        raise ValueError(f"Cannot parse NB201 arch string {text!r}: {e}") from None
+        raise ValueError(f"Cannot parse NB201 arch string {text[:80]!r}: {e}") from None
     return NB201Genotype(tuple(ops))
 
 

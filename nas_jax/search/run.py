@@ -201,6 +201,7 @@ class SearchStage:
         self.step = make_train_step(setup, config, search_data.mean, search_data.std)
         self.evaluate = make_evaluate(setup, config, search_data.mean, search_data.std)
         self.perturbs = methods.get_method(config.search.method).perturb is not None
+        self.divergence = ("train_loss", config.get("divergence_factor", 0.0))
 
     def epoch_inputs(self, epoch: int) -> dict:
         s = self.config.search

@@ -23,6 +23,7 @@ state's step counter, so an epoch computes the same whether or not the run was r
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Protocol
@@ -36,8 +37,9 @@ from nas_jax.reporting import MetricsWriter, Progress
 
 
 class NonFiniteError(FloatingPointError):
-    """A step metric went NaN or infinite; the message (one line) names the metric, the
-    epoch and the first step, and says what was kept."""
+    """A run diverged: a step metric went NaN or infinite (the message, one line, names the
+    metric, the epoch and the first step), or the stage's divergence metric grew past its
+    factor; the message says what was kept."""
 
 
 class Stage(Protocol):
@@ -65,6 +67,9 @@ class Stage(Protocol):
     def checkpoint_meta(self, epoch: int, member: int) -> dict:
         """The JSON saved beside the state after `epoch`."""
 
+    # Optional: `divergence = (metric, factor)` stops a run whose epoch record's `metric`
+    # exceeds `factor` times its first epoch's (factor 0 = off).
+
 
 @dataclasses.dataclass
 class RunFiles:
@@ -74,6 +79,16 @@ class RunFiles:
     metrics: MetricsWriter
     checkpoints: Checkpointer | None = None
     label: str = ""
+
+
+def _first_record(path: str) -> dict | None:
+    """The first record of a metrics.jsonl (None when there is none yet)."""
+    try:
+        with open(path) as f:
+            line = f.readline()
+        return json.loads(line) if line.endswith("\n") else None
+    except (OSError, ValueError):
+        return None
 
 
 def epoch_means(sums: Mapping, steps: int) -> dict[str, float]:
@@ -123,6 +138,7 @@ class EpochLoop:
             raise ValueError(f"{len(runs)} run folders for {seeds} seeds")
         self.stage, self.keys, self.shared, self.runs = stage, keys, shared, list(runs)
         self.progress, self.seeds, self.offset = progress, seeds, progress_offset
+        self._first: dict[int, float | None] = {}  # run -> its first epoch's divergence metric
         step = stage.step if not seeds else jax.vmap(stage.step, in_axes=(0, 0, None, None))
         self._step = jax.jit(step, donate_argnums=0)
 
@@ -148,6 +164,8 @@ class EpochLoop:
                 stage.epoch_record(s, sums[k], epoch, seconds, k) for k, s in enumerate(states)
             ]
             for run, record in zip(self.runs, records, strict=True):
+                self._guard_growth(run, record, epoch)
+            for run, record in zip(self.runs, records, strict=True):
                 run.metrics.write(step, record)
             fields = {"epoch": epoch, **stage.progress_fields(records)}
             self.progress.maybe_report(step - self.offset, fields, force=True)
@@ -156,6 +174,26 @@ class EpochLoop:
                     if run.checkpoints is not None:
                         run.checkpoints.save(step, s, stage.checkpoint_meta(epoch, k))
         return state
+
+    def _guard_growth(self, run: RunFiles, record: Mapping, epoch: int) -> None:
+        """Stops a run whose `stage.divergence` metric (name, factor) exceeds factor times
+        its value in the run's first epoch (read back from its metrics on a resume)."""
+        metric, factor = getattr(self.stage, "divergence", (None, 0.0))
+        if not metric or not factor or metric not in record:
+            return
+        if id(run) not in self._first:
+            first = _first_record(run.metrics.path)
+            self._first[id(run)] = (first or record).get(metric)
+        start, value = self._first[id(run)], record[metric]
+        if start is None or not value > factor * max(start, 1e-3):
+            return
+        where = f"{run.label}: " if run.label else ""
+        kept = "the last checkpoint" if run.checkpoints is not None else "earlier results"
+        raise NonFiniteError(
+            f"{where}{self.stage.name} diverged: {metric}={value:.4g} in epoch {epoch} is "
+            f"over {factor:g} x its first epoch's {start:.4g} (divergence_factor); nothing of "
+            f"epoch {epoch} was written, {kept} is kept"
+        )
 
     def _per_run(self, tree) -> list:
         """Host values of every run (the seed axis split on the host)."""
