@@ -11,7 +11,14 @@ import pytest
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from nas_jax import pipeline
 from nas_jax.data import DataError, DatasetNotPreparedError, convert_image_folder, load_dataset
+from nas_jax.evaluation import BenchmarkError, load_table, lookup_nb201
+from nas_jax.genotype import get_genotype
+
+ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"  # noqa: E501
+CONV_CELL = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"  # noqa: E501
+POOL_CELL = "|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+|nor_conv_1x1~0|skip_connect~1|skip_connect~2|"  # noqa: E501
 
 
 def one_line(error: BaseException) -> str:
@@ -171,6 +178,82 @@ def test_tiny_prepared_cifar10_loads(tmp_path, no_network):
     _prepare_tiny_cifar10(tmp_path)
     ds = load_dataset("cifar10", "train", data_dir=str(tmp_path))
     assert ds.images.shape == (4, 32, 32, 3) and sorted(ds.labels) == [0, 1, 2, 3]
+
+
+# --------------------------------------------------------------------------- NB201 table
+
+GOOD_TABLE = (
+    "arch,cifar10,cifar100,ImageNet16-120\n"
+    f"{ALL_SKIP},54.2967,15.6067,16.3222\n"
+    f"{CONV_CELL},91.25,70.5,40.125\n"
+    f"{POOL_CELL},11.0,22.0,33.0\n"
+)
+
+
+def write_table(tmp_path, text, name="table.csv"):
+    path = tmp_path / name
+    path.write_bytes(text.encode())
+    return str(path)
+
+
+def test_good_table_loads_and_a_lookup_from_a_partial_table_warns(tmp_path, caplog):
+    path = write_table(tmp_path, GOOD_TABLE)
+    rows = load_table(path)
+    assert rows[ALL_SKIP] == (54.2967, 15.6067, 16.3222) and len(rows) == 3
+    # Windows line endings are the same table.
+    crlf = write_table(tmp_path, GOOD_TABLE.replace("\n", "\r\n"), "crlf.csv")
+    assert load_table(crlf) == rows
+    with caplog.at_level(logging.WARNING, logger="nas_jax"):
+        found = lookup_nb201(get_genotype(CONV_CELL), path)
+    assert found.test_accuracy["cifar100"] == 70.5
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(path in w and "3 rows" in w and "15625" in w for w in warnings), warnings
+    with pytest.raises(BenchmarkError, match="it holds 3 of the 15625 cells"):
+        lookup_nb201(get_genotype(CONV_CELL.replace("nor_conv_1x1~2", "none~2")), path)
+
+
+def _lines(text):
+    return text.splitlines(keepends=True)
+
+
+BAD_TABLES = {
+    # The file was cut off in its last number: 16.3222 -> 16.3.
+    "cut_off": (GOOD_TABLE[:-3], 4, "does not end with a newline"),
+    "duplicate": (GOOD_TABLE + f"{ALL_SKIP},1.0,2.0,3.0\n", 5, "line 2"),
+    "short_row": (GOOD_TABLE.replace(",70.5,40.125", ",70.5"), 3, "3 cells"),
+    "long_row": (GOOD_TABLE.replace(",70.5,", ",70.5,1.0,"), 3, "5 cells"),
+    "not_a_number": (GOOD_TABLE.replace("70.5", "n/a"), 3, "'n/a'"),
+    "nan": (GOOD_TABLE.replace("70.5", "nan"), 3, "'nan'"),
+    "out_of_range": (GOOD_TABLE.replace("91.25", "9125"), 3, "[0, 100]"),
+    "bad_arch": (GOOD_TABLE.replace("nor_conv_1x1~2", "conv_9x9~2"), 3, "conv_9x9"),
+    "bad_header": (GOOD_TABLE.replace("cifar100", "c100", 1), 1, "header"),
+    "empty_line": ("".join(_lines(GOOD_TABLE)[:2] + ["\n"] + _lines(GOOD_TABLE)[2:]), 3, "empty"),
+    "empty_file": ("", 1, "empty"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_TABLES))
+def test_malformed_table_is_one_line_naming_file_and_line(tmp_path, case):
+    text, line, what = BAD_TABLES[case]
+    path = write_table(tmp_path, text)
+    with pytest.raises(BenchmarkError) as info:
+        load_table(path)
+    message = one_line(info.value)
+    assert f"{path}:{line}:" in message and what in message, message
+
+
+def test_malformed_table_fails_before_the_workdir_is_written(tmp_path):
+    from test_main import load_config
+
+    config = load_config("evaluate")
+    config.genotype = ALL_SKIP
+    config.evaluate.nb201_table = write_table(tmp_path, BAD_TABLES["cut_off"][0])
+    with pytest.raises(BenchmarkError, match="does not end with a newline"):
+        pipeline.run(config, str(tmp_path / "w"))
+    assert not (tmp_path / "w").exists()
+    config.evaluate.nb201_table = write_table(tmp_path, GOOD_TABLE, "good.csv")  # control
+    result = pipeline.run(config, str(tmp_path / "w"))
+    assert result["nb201_test_accuracy"]["ImageNet16-120"] == 16.3222
 
 
 # --------------------------------------------------------------------------- ImageNet16-120
