@@ -24,6 +24,7 @@ from nas_jax.data.augment import (
     random_flip,
 )
 from nas_jax.data.dataset import (
+    DataError,
     Dataset,
     DatasetNotPreparedError,
     channel_mean_std,
@@ -48,7 +49,8 @@ class DatasetSpec:
     """A dataset the runs can name in `config.data.name`.
 
     load: `(split, *, data_dir, folder=None) -> Dataset`, the whole split in host memory
-        (mean/std come with it); `DatasetNotPreparedError` when files are missing.
+        (mean/std come with it); `DatasetNotPreparedError` when files are missing,
+        `DataError` (a ValueError) when they are malformed.
     image_size: pixels per side, or None where the files decide (image folders).
     num_classes: or None where the files decide.
     pad: the random-crop padding of its search and retraining augmentation.
@@ -111,6 +113,7 @@ def load_dataset(
 __all__ = [
     "DATASETS",
     "SAMPLERS",
+    "DataError",
     "Dataset",
     "DatasetNotPreparedError",
     "DatasetSpec",

@@ -12,6 +12,11 @@ class DatasetNotPreparedError(FileNotFoundError):
     """The files a loader needs are not in `data_dir`; the message says how to get them."""
 
 
+class DataError(ValueError):
+    """The user's data is there but malformed (an undecodable image, a one-class folder, a file
+    that does not unpickle); the message is one line naming the file or folder."""
+
+
 class Dataset(NamedTuple):
     """A whole split in host memory (a NamedTuple: use `len(ds.labels)` for its size).
 

@@ -32,18 +32,21 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from nas_jax.data.dataset import (
+    DataError,
     Dataset,
     DatasetNotPreparedError,
     channel_mean_std,
     make_dataset,
 )
 from nas_jax.data.sources import read_data_source
+from nas_jax.reporting import logger
 
 BUILDER_NAME = "nas_jax_image_folder"
 VERSION = "1.0.0"
 SPLITS = ("train", "test")
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 ORDER_SEED = 0
+FEW_IMAGES_PER_CLASS = 10  # fewer train images in a class: a WARNING
 _GRAY_MODES = ("1", "L", "LA")
 _COLOR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 
@@ -51,7 +54,12 @@ _COLOR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
 def list_image_folder(
     folder: str,
 ) -> tuple[tuple[str, ...], dict[str, list[tuple[str, int]]]]:
-    """Returns (sorted class names, {split: [(relative path, label), ...]}) sorted by path."""
+    """Returns (sorted class names, {split: [(relative path, label), ...]}) sorted by path.
+
+    Raises `DataError` (one line naming the folder) for fewer than 2 train classes and for
+    a class folder without images; logs a WARNING for train classes with fewer than
+    `FEW_IMAGES_PER_CLASS` images.
+    """
     train_dir = os.path.join(folder, "train")
     if not os.path.isdir(train_dir):
         raise DatasetNotPreparedError(
@@ -61,8 +69,12 @@ def list_image_folder(
     class_names = tuple(
         sorted(d for d in os.listdir(train_dir) if os.path.isdir(os.path.join(train_dir, d)))
     )
-    if not class_names:
-        raise ValueError(f"{train_dir!r} holds no class folders")
+    if len(class_names) < 2:
+        found = f"only the class {class_names[0]!r}" if class_names else "no class folders"
+        raise DataError(
+            f"{train_dir} holds {found}; a classifier needs at least 2 classes "
+            "(one subfolder of images per class: train/<class>/*.{jpg,jpeg,png})"
+        )
     files: dict[str, list[tuple[str, int]]] = {}
     for split in SPLITS:
         split_dir = os.path.join(folder, split)
@@ -71,19 +83,37 @@ def list_image_folder(
         subdirs = {d for d in os.listdir(split_dir) if os.path.isdir(os.path.join(split_dir, d))}
         unknown = sorted(subdirs - set(class_names))
         if unknown:
-            raise ValueError(f"{split_dir!r} has classes missing from train: {unknown}")
-        entries = []
+            raise DataError(f"{split_dir!r} has classes missing from train: {unknown}")
+        entries, counts = [], {}
         for label, name in enumerate(class_names):
             class_dir = os.path.join(split_dir, name)
             if not os.path.isdir(class_dir):
                 continue
-            for file in sorted(os.listdir(class_dir)):
-                if file.lower().endswith(IMAGE_EXTENSIONS):
-                    entries.append((f"{split}/{name}/{file}", label))
+            images = [f for f in sorted(os.listdir(class_dir)) if _is_image(class_dir, f)]
+            if not images:
+                raise DataError(
+                    f"class folder {class_dir} holds no {'/'.join(IMAGE_EXTENSIONS)} images; "
+                    "add images or remove the folder"
+                )
+            entries.extend((f"{split}/{name}/{file}", label) for file in images)
+            counts[name] = len(images)
         if not entries:
-            raise ValueError(f"{split_dir!r} holds no {'/'.join(IMAGE_EXTENSIONS)} images")
+            raise DataError(f"{split_dir!r} holds no {'/'.join(IMAGE_EXTENSIONS)} images")
+        few = {name: n for name, n in counts.items() if n < FEW_IMAGES_PER_CLASS}
+        if split == "train" and few:
+            logger.warning(
+                "%s: few images in class %s; a search split halves them and the results "
+                "will be noisy (fewer than %d images per class)",
+                split_dir,
+                ", ".join(f"{name!r} ({n})" for name, n in few.items()),
+                FEW_IMAGES_PER_CLASS,
+            )
         files[split] = entries
     return class_names, files
+
+
+def _is_image(class_dir: str, file: str) -> bool:
+    return file.lower().endswith(IMAGE_EXTENSIONS) and os.path.isfile(os.path.join(class_dir, file))
 
 
 def fingerprint(folder: str, files: dict[str, list[tuple[str, int]]]) -> str:
@@ -97,17 +127,28 @@ def fingerprint(folder: str, files: dict[str, list[tuple[str, int]]]) -> str:
 
 
 def decode_image(path: str) -> np.ndarray:
-    """One image file as uint8 H x W x C (C = 1 for grayscale, 3 otherwise; alpha dropped)."""
+    """One image file as uint8 H x W x C (C = 1 for grayscale, 3 otherwise; alpha dropped).
+
+    A file Pillow cannot decode (truncated, not an image) raises `DataError` naming it.
+    """
     from PIL import Image
 
-    with Image.open(path) as image:
-        if image.mode in _GRAY_MODES:
-            return np.asarray(image.convert("L"), np.uint8)[..., None]
-        if image.mode in _COLOR_MODES:
-            return np.asarray(image.convert("RGB"), np.uint8)
-        raise ValueError(
-            f"{path}: unsupported image mode {image.mode!r} (8-bit gray or color only)"
-        )
+    try:
+        with Image.open(path) as image:
+            if image.mode in _GRAY_MODES:
+                return np.asarray(image.convert("L"), np.uint8)[..., None]
+            if image.mode in _COLOR_MODES:
+                return np.asarray(image.convert("RGB"), np.uint8)
+            mode = image.mode
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(
+            f"{path}: cannot decode the image ({why}); re-export or remove the file"
+        ) from e
+    raise DataError(
+        f"{path}: unsupported image mode {mode!r} (8-bit gray or color only); "
+        "re-export or remove the file"
+    )
 
 
 def decode_split(folder: str, entries: list[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -120,8 +161,8 @@ def decode_split(folder: str, entries: list[tuple[str, int]]) -> tuple[np.ndarra
         path, label = entries[j]
         image = first if i == 0 else decode_image(os.path.join(folder, path))
         if image.shape != first.shape:
-            raise ValueError(
-                f"images must all have one size: {path} is {image.shape}, "
+            raise DataError(
+                f"{folder}: images must all have one size: {path} is {image.shape}, "
                 f"{entries[order[0]][0]} is {first.shape} (resize the folder first)"
             )
         images[i] = image
@@ -186,7 +227,7 @@ def convert_image_folder(folder: str, data_dir: str) -> str:
     arrays = {split: decode_split(folder, entries) for split, entries in files.items()}
     shapes = {split: images.shape[1:] for split, (images, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
-        raise ValueError(f"images must all have one size, got per split {shapes}")
+        raise DataError(f"{folder}: images must all have one size, got per split {shapes}")
     mean, std = channel_mean_std(arrays["train"][0])
     builder = _ImageFolderBuilder(
         arrays=arrays,

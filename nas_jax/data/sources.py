@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from nas_jax.data.dataset import (
+    DataError,
     Dataset,
     DatasetNotPreparedError,
     channel_mean_std,
@@ -111,37 +112,63 @@ def _not_prepared_message(name: str, data_dir: str | None, why: str) -> str:
     )
 
 
-def _raise_if_not_prepared(name: str, data_dir: str | None, error: Exception) -> None:
+def _raise_if_not_prepared(name: str, split: str, data_dir: str | None, error: Exception) -> None:
+    """Raises `DatasetNotPreparedError` when `error` came from data that is missing or not
+    prepared as array_record: no dataset_info.json, another file format, the split not
+    generated, or its array_record files gone."""
     import tensorflow_datasets as tfds
 
     builder = tfds.builder(name, data_dir=data_dir)
+    where = builder.data_dir
+
+    def fail(why: str) -> None:
+        raise DatasetNotPreparedError(_not_prepared_message(name, data_dir, why)) from error
+
     if not builder.is_prepared():
-        raise DatasetNotPreparedError(
-            _not_prepared_message(name, data_dir, f"nothing prepared under {builder.data_dir}")
-        ) from error
+        fail(f"nothing prepared under {where}")
     file_format = builder.info.file_format
     if file_format is not None and file_format.value != "array_record":
-        raise DatasetNotPreparedError(
-            _not_prepared_message(
-                name,
-                data_dir,
-                f"prepared as {file_format.value}, which has no random access",
-            )
-        ) from error
+        fail(f"prepared as {file_format.value}, which has no random access")
+    splits = builder.info.splits
+    base = split.split("[")[0]
+    if base not in splits:
+        fail(f"split {base!r} is not prepared under {where} (prepared: {list(splits) or 'none'})")
+    try:
+        paths = splits[base].filepaths
+    except ValueError:  # no filename template recorded
+        paths = []
+    missing = [p for p in paths if not os.path.exists(p)]
+    if missing:
+        fail(
+            f"{len(missing)} of the {len(paths)} {base!r} files are missing under {where} "
+            f"(e.g. {os.path.basename(missing[0])})"
+        )
 
 
 def load_tfds(name: str, split: str, *, data_dir: str | None) -> Dataset:
-    """A prepared TFDS image classification dataset, mean/std from SPEC 9."""
+    """A prepared TFDS image classification dataset, mean/std from SPEC 9.
+
+    `data_dir=None` is TFDS's default (`$TFDS_DATA_DIR` or ~/tensorflow_datasets); an
+    empty string is refused (TFDS would read it as the working directory). Data that is
+    missing or not prepared as array_record raises `DatasetNotPreparedError`.
+    """
     if name not in TFDS_STATS:
         raise ValueError(f"no mean/std for {name!r}; known: {', '.join(sorted(TFDS_STATS))}")
+    if data_dir is not None and not data_dir.strip():
+        raise DatasetNotPreparedError(
+            _not_prepared_message(name, data_dir, "data_dir is empty (set it to a folder)")
+        )
     import tensorflow_datasets as tfds
 
     try:
         source = tfds.data_source(name, split=split, data_dir=data_dir, download=False)
-    except (AssertionError, NotImplementedError, OSError) as error:
-        _raise_if_not_prepared(name, data_dir, error)
+        images, labels = read_data_source(source)  # array_record opens files lazily
+    except (AssertionError, KeyError, NotImplementedError, OSError, RuntimeError) as error:
+        # What tfds 4.9 raises for: no dataset_info.json (AssertionError), dataset_info.json
+        # without splits (KeyError), a tfrecord dataset (NotImplementedError), array_record
+        # files gone (RuntimeError from array_record's open(), on the first read).
+        _raise_if_not_prepared(name, split, data_dir, error)
         raise
-    images, labels = read_data_source(source)
     label_feature = source.dataset_info.features["label"]
     mean, std = TFDS_STATS[name]
     return make_dataset(
@@ -166,12 +193,25 @@ IMAGENET16_FILES = {
 
 
 def _read_imagenet16_pickle(path: str) -> tuple[np.ndarray, np.ndarray]:
-    # Pickles execute code when loaded: only point this at trusted files.
-    with open(path, "rb") as f:
-        entry = pickle.load(f, encoding="latin1")
-    data_Nx768 = np.asarray(entry["data"], np.uint8)
-    images_NxHxWxC = data_Nx768.reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1)
-    return images_NxHxWxC, np.asarray(entry["labels"], np.int64)
+    """One NAS-Bench-201 ImageNet16 file: a Python pickle of {'data': N x 768, 'labels': N}.
+
+    Unpickling runs whatever code the file holds: only a trusted file is safe to read. A
+    file that fails to unpickle or holds something else raises `DataError` naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            entry = pickle.load(f, encoding="latin1")
+        data_Nx768 = np.asarray(entry["data"], np.uint8)
+        images_NxHxWxC = data_Nx768.reshape(-1, 3, 16, 16).transpose(0, 2, 3, 1)
+        labels_N = np.asarray(entry["labels"], np.int64)
+    except Exception as e:  # a damaged or foreign pickle can raise almost anything
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise DataError(
+            f"{path}: not a NAS-Bench-201 ImageNet16 file ({type(e).__name__}: {why}). It is "
+            "a Python pickle, which can run code when loaded: load only files from a trusted "
+            "source (the NAS-Bench-201 downsampled ImageNet16 release)"
+        ) from e
+    return images_NxHxWxC, labels_N
 
 
 def load_imagenet16_120(split: str, *, data_dir: str | None) -> Dataset:
@@ -179,6 +219,10 @@ def load_imagenet16_120(split: str, *, data_dir: str | None) -> Dataset:
 
     "train" is the ten train batches (151,700 images for the real data), "test" is
     `val_data` (6,000). Target = label - 1. Files are not md5-checked.
+
+    The files are Python pickles (the format NAS-Bench-201 distributes them in), and
+    unpickling runs any code a crafted file holds: load them only from a trusted source.
+    A file that fails to unpickle raises `DataError` saying so.
     """
     _check_split("imagenet16_120", split, tuple(IMAGENET16_FILES))
     folder = os.path.join(data_dir or "", "imagenet16")
