@@ -41,7 +41,7 @@ import numpy as np
 
 from nas_jax import config_lib
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.reporting import MetricsWriter, Progress, logger, write_json
+from nas_jax.reporting import MetricsWriter, Progress, logger, read_jsonl, write_json
 from nas_jax.search import run as search_run
 from nas_jax.train import loop as loop_lib
 
@@ -136,11 +136,8 @@ def _read_json(path: str) -> dict | None:
 
 
 def _last_record(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return json.loads(lines[-1]) if lines else None
+    records = read_jsonl(path)
+    return records[-1] if records else None
 
 
 def _numbers(obj: dict, prefix: str = "") -> dict[str, float]:
