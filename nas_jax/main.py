@@ -9,7 +9,11 @@ r"""Entry point.
 Rerunning the same command on the same workdir resumes from the latest checkpoint.
 Bad input (a config arg, key or value, a missing dataset or genotype) ends with one
 `error:` line and exit status 2 before anything is written; a run whose training
-diverges (a NaN or infinite loss) ends with one line and exit status 1.
+diverges (a NaN or infinite loss) ends with one line and exit status 1. A damaged
+checkpoint is skipped (moved to <workdir>/damaged_checkpoints/, with a warning) and the
+previous one used; a workdir that cannot be resumed as it is (a log line that is not JSON
+before its last, a verified checkpoint that does not fit the config) ends with one line
+naming the file and exit status 2.
 """
 
 import re
@@ -64,12 +68,15 @@ def main(argv):
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     # After flag parsing: --help stays fast.
     from nas_jax import evaluation, pipeline, reporting
+    from nas_jax.checkpoint import CheckpointError
     from nas_jax.train.loop import NonFiniteError
 
     reporting.setup_logging()
     try:
         pipeline.run(_CONFIG.value, _WORKDIR.value)
     except (config_lib.ConfigError, evaluation.BenchmarkError) as e:
+        _fail(str(e))
+    except (CheckpointError, reporting.LogError) as e:  # a workdir that needs a hand
         _fail(str(e))
     except NonFiniteError as e:
         _fail(str(e), code=1)

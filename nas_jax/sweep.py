@@ -76,22 +76,27 @@ def members(config, workdir: str) -> list[Member]:
 
 
 def _restore_common(ckpts: list[Checkpointer], fresh: list) -> tuple[list, int]:
-    """Each member's state at the latest search checkpoint that all members have."""
-    steps = [set(c.all_steps()) for c in ckpts]
-    common = set.intersection(*steps)
-    if not common:
-        if any(steps):  # killed during the first save: some members saved, some not
-            logger.warning("Sweep checkpoints share no step; restarting the search")
+    """Each member's state at the latest search checkpoint that all members have and that
+    verifies in all of them (a damaged one is moved away and the next common step tried)."""
+    newest = max((s for c in ckpts for s in c.all_steps()), default=None)
+    while common := set.intersection(*(set(c.all_steps()) for c in ckpts)):
+        step = max(common)
+        restored = [c.restore_step(f, step) for c, f in zip(ckpts, fresh, strict=True)]
+        if any(r is None for r in restored):
+            continue  # a member's step was damaged and moved away: try an earlier one
         for c in ckpts:
-            c.delete_after(-1)
-        return fresh, 0
-    step = max(common)
+            c.delete_after(step)  # the resume redoes that work and saves it again
+        epoch = restored[0][1]["epoch"]
+        if step != newest:
+            logger.warning("Resuming the sweep's search from step %d, the latest that every "
+                           "member has intact", step)  # fmt: skip
+        logger.info("Resumed the sweep's search from step %d (epoch %d)", step, epoch)
+        return [state for state, _ in restored], epoch
+    if newest is not None:  # killed during the first save, or every common step damaged
+        logger.warning("Sweep checkpoints share no usable step; restarting the search")
     for c in ckpts:
-        c.delete_after(step)  # the resume redoes that work and saves it again
-    restored = [c.restore(f, step) for c, f in zip(ckpts, fresh, strict=True)]
-    epoch = restored[0][1]["epoch"]
-    logger.info("Resumed the sweep's search from step %d (epoch %d)", step, epoch)
-    return [state for state, _ in restored], epoch
+        c.delete_after(-1)
+    return fresh, 0
 
 
 def run_search_sweep(config, sweep: list[Member], search_data: search_run.SearchData | None = None):

@@ -166,8 +166,9 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
     state = tuning.fresh_weight_optimizer(state, tx)
     start_step, start_event = int(state.step), 0
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints_select"), max_to_keep=None)
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
         start_event, start_step = meta["event"] + 1, meta["start_step"]
         logger.info("Resumed selection after event %d of %d", meta["event"] + 1, len(plan))
     decision_log = MetricsWriter(workdir, "decisions", tensorboard=False)
