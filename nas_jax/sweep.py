@@ -26,8 +26,9 @@ genotypes, PT decisions and lookups are equal (tests/test_sweep.py).
 `stages=('evaluate',)` with num_seeds=K evaluates each member's genotype.json or, with
 config.genotype set, retrains that one genotype with K seeds (seed after seed).
 
-Resume: the sweep restarts from the latest search checkpoint that every member has (a
-kill between two members' saves leaves them one checkpoint apart) and deletes later ones.
+Resume: the sweep restarts from the latest search checkpoint that every member has intact
+(a kill between two members' saves leaves them one checkpoint apart; a member's damaged
+checkpoint is moved to its damaged_checkpoints/) and deletes later ones.
 """
 
 from __future__ import annotations
