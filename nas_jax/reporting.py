@@ -34,6 +34,37 @@ def write_json(path: str, obj) -> None:
     os.replace(tmp, path)
 
 
+class LogError(ValueError):
+    """A jsonl log with a bad line before its last; the message is one line naming the
+    file and the line."""
+
+
+def read_jsonl(path: str) -> list[dict]:
+    """The records of a jsonl log ([] when there is none). A bad last line (a run killed
+    while writing it) is dropped with a warning; a bad line before it raises LogError."""
+    if not os.path.exists(path):
+        return []
+    with open(path, "rb") as f:
+        lines = [(i, ln) for i, ln in enumerate(f.read().split(b"\n"), 1) if ln.strip()]
+    records = []
+    for k, (number, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as e:  # JSONDecodeError and UnicodeDecodeError included
+            if k == len(lines) - 1:
+                logger.warning("Dropped the torn last line of %s (line %d: not a complete "
+                               "record; a run killed while writing it?)", path, number)  # fmt: skip
+                break
+            reason = str(e).splitlines()[0] if str(e).strip() else type(e).__name__
+            raise LogError(
+                f"{path}:{number} is not a JSON record ({reason}); fix or delete that line"
+            ) from None
+        records.append(record)
+    return records
+
+
 def _jsonable(x):
     if hasattr(x, "tolist"):
         return x.tolist()
@@ -56,8 +87,7 @@ class MetricsWriter:
         """Drops records with record[key] >= value (work a resumed run will redo)."""
         if not os.path.exists(self.path):
             return
-        with open(self.path) as f:
-            records = [json.loads(line) for line in f if line.strip()]
+        records = read_jsonl(self.path)
         kept = [r for r in records if r.get(key, -math.inf) < value]
         tmp = f"{self.path}.tmp"
         with open(tmp, "w") as f:

@@ -26,8 +26,9 @@ genotypes, PT decisions and lookups are equal (tests/test_sweep.py).
 `stages=('evaluate',)` with num_seeds=K evaluates each member's genotype.json or, with
 config.genotype set, retrains that one genotype with K seeds (seed after seed).
 
-Resume: the sweep restarts from the latest search checkpoint that every member has (a
-kill between two members' saves leaves them one checkpoint apart) and deletes later ones.
+Resume: the sweep restarts from the latest search checkpoint that every member has intact
+(a kill between two members' saves leaves them one checkpoint apart; a member's damaged
+checkpoint is moved to its damaged_checkpoints/) and deletes later ones.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ import numpy as np
 
 from nas_jax import config_lib
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.reporting import MetricsWriter, Progress, logger, write_json
+from nas_jax.reporting import MetricsWriter, Progress, logger, read_jsonl, write_json
 from nas_jax.search import run as search_run
 from nas_jax.train import loop as loop_lib
 
@@ -76,22 +77,27 @@ def members(config, workdir: str) -> list[Member]:
 
 
 def _restore_common(ckpts: list[Checkpointer], fresh: list) -> tuple[list, int]:
-    """Each member's state at the latest search checkpoint that all members have."""
-    steps = [set(c.all_steps()) for c in ckpts]
-    common = set.intersection(*steps)
-    if not common:
-        if any(steps):  # killed during the first save: some members saved, some not
-            logger.warning("Sweep checkpoints share no step; restarting the search")
+    """Each member's state at the latest search checkpoint that all members have and that
+    verifies in all of them (a damaged one is moved away and the next common step tried)."""
+    newest = max((s for c in ckpts for s in c.all_steps()), default=None)
+    while common := set.intersection(*(set(c.all_steps()) for c in ckpts)):
+        step = max(common)
+        restored = [c.restore_step(f, step) for c, f in zip(ckpts, fresh, strict=True)]
+        if any(r is None for r in restored):
+            continue  # a member's step was damaged and moved away: try an earlier one
         for c in ckpts:
-            c.delete_after(-1)
-        return fresh, 0
-    step = max(common)
+            c.delete_after(step)  # the resume redoes that work and saves it again
+        epoch = restored[0][1]["epoch"]
+        if step != newest:
+            logger.warning("Resuming the sweep's search from step %d, the latest that every "
+                           "member has intact", step)  # fmt: skip
+        logger.info("Resumed the sweep's search from step %d (epoch %d)", step, epoch)
+        return [state for state, _ in restored], epoch
+    if newest is not None:  # killed during the first save, or every common step damaged
+        logger.warning("Sweep checkpoints share no usable step; restarting the search")
     for c in ckpts:
-        c.delete_after(step)  # the resume redoes that work and saves it again
-    restored = [c.restore(f, step) for c, f in zip(ckpts, fresh, strict=True)]
-    epoch = restored[0][1]["epoch"]
-    logger.info("Resumed the sweep's search from step %d (epoch %d)", step, epoch)
-    return [state for state, _ in restored], epoch
+        c.delete_after(-1)
+    return fresh, 0
 
 
 def run_search_sweep(config, sweep: list[Member], search_data: search_run.SearchData | None = None):
@@ -136,11 +142,8 @@ def _read_json(path: str) -> dict | None:
 
 
 def _last_record(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    with open(path) as f:
-        lines = [line for line in f if line.strip()]
-    return json.loads(lines[-1]) if lines else None
+    records = read_jsonl(path)
+    return records[-1] if records else None
 
 
 def _numbers(obj: dict, prefix: str = "") -> dict[str, float]:

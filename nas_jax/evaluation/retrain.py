@@ -278,8 +278,9 @@ def retrain(
     ckpt = Checkpointer(ckpt_dir)
     meta = {"epoch": 0, "test_accuracy": None, "test_loss": None, "best_test_accuracy": None,
             "best_epoch": None, "train_seconds": 0.0}  # fmt: skip
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
         logger.info("Resumed retraining from step %d (epoch %d)", int(state.step), meta["epoch"])
     start_epoch = meta["epoch"]
     metrics = MetricsWriter(workdir, "evaluate_metrics")

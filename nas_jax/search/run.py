@@ -248,8 +248,9 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
     keys = RunKeys.from_seed(config.seed)
     state = create_state(setup, keys, search_data)
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints"))
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
         logger.info("Resumed search from step %d (epoch %d)", int(state.step), meta["epoch"])
     start_step = int(state.step)
     start_epoch = start_step // setup.steps_per_epoch

@@ -13,7 +13,6 @@ genotype of an uninterrupted run.
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, NamedTuple
 
@@ -23,7 +22,7 @@ import numpy as np
 
 from nas_jax import arch, config_lib, families, genotype, spaces
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.reporting import MetricsWriter, Progress, logger
+from nas_jax.reporting import MetricsWriter, Progress, logger, read_jsonl
 from nas_jax.search import methods
 from nas_jax.selection import decisions, draw, schedule, scoring, selectors, tuning
 from nas_jax.train import loop as loop_lib
@@ -133,13 +132,6 @@ def decide(ctx: selectors.SelectionContext, selector: selectors.Selector, state,
     return state, record
 
 
-def _read_jsonl(path: str) -> list[dict]:
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def _warn_none_kept(space, a: arch.ArchState) -> None:
     """SPEC 7.9 pitfall: a read-out that skips `none` reports a kept `none` edge as
     another op."""
@@ -174,8 +166,9 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
     state = tuning.fresh_weight_optimizer(state, tx)
     start_step, start_event = int(state.step), 0
     ckpt = Checkpointer(os.path.join(workdir, "checkpoints_select"), max_to_keep=None)
-    if ckpt.latest_step() is not None:
-        state, meta = ckpt.restore(state)
+    restored = ckpt.restore_latest(state)
+    if restored is not None:
+        state, meta = restored
         start_event, start_step = meta["event"] + 1, meta["start_step"]
         logger.info("Resumed selection after event %d of %d", meta["event"] + 1, len(plan))
     decision_log = MetricsWriter(workdir, "decisions", tensorboard=False)
@@ -220,7 +213,7 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
     _warn_none_kept(space, state.arch)
     final = genotype.derive_genotype(space, _to_numpy(arch.mixing_weights(state.arch)))
     _finish(workdir, space, final, magnitude, sel.method)
-    records = _read_jsonl(decision_log.path)
+    records = read_jsonl(decision_log.path)
     return SelectResult(final, magnitude, state, records, dict(trace_counts))
 
 
