@@ -13,13 +13,18 @@ rerun with another config is refused unless --extend (more search or retraining 
 Every anticipated failure ends with one `error:` line on stderr and exit status 2, with
 the workdir left resumable: bad input (a config arg, key or value, a missing or malformed
 dataset or genotype) before anything is written; a workdir that holds another run or is
-in use; damaged checkpoints or logs; a diverged training; a full disk. Anything else is a
-bug: one `error:` line summarising it, then the traceback.
+in use; a log line that is not JSON before its last, or a verified checkpoint that does
+not fit the config; a diverged training; a full disk. A damaged checkpoint is skipped
+(moved to <workdir>/damaged_checkpoints/, with a warning) and the previous one used.
+Anything else is a bug: one `error:` line summarising it, then the traceback.
 """
 
 import errno
+import logging
+import os
 import re
 import sys
+import threading
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -76,22 +81,52 @@ def parse_flags(argv: list[str]) -> list[str]:
 
 def anticipated_errors() -> tuple[type[BaseException], ...]:
     """The failures a user can cause or meet (each a one-line message)."""
-    from nas_jax import data, evaluation, workdir
+    from nas_jax import data, evaluation, reporting, workdir
+    from nas_jax.checkpoint import CheckpointError
     from nas_jax.train.loop import NonFiniteError
 
     return (config_lib.ConfigError, evaluation.BenchmarkError, workdir.WorkdirError,
-            NonFiniteError, data.DatasetNotPreparedError)  # fmt: skip
+            NonFiniteError, data.DatasetNotPreparedError, data.DataError, CheckpointError,
+            reporting.LogError)  # fmt: skip
 
 
-def _disk_full(e: BaseException) -> OSError | None:
-    """The ENOSPC/EDQUOT error behind `e` (libraries wrap it), if any."""
+_FULL_TEXT = re.compile(r"No space left on device|Disk quota exceeded|os_error_code='(28|122)'")
+
+
+def _disk_full(e: BaseException) -> str | None:
+    """What ran out of space behind `e` (libraries wrap ENOSPC: orbax's tensorstore raises
+    `ValueError: RESOURCE_EXHAUSTED ... [os_error_code='28']`), as text, else None."""
     seen = set()
     while e is not None and id(e) not in seen:
         seen.add(id(e))
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return e
+            where = f" ({e.filename})" if e.filename else ""
+            return f"{where}: {e.strerror}"
+        if _FULL_TEXT.search(str(e)):
+            path = re.search(r'Error writing (?:local file )?"([^"]+)"', str(e))
+            return f" ({path.group(1)})" if path else ""
         e = e.__cause__ or e.__context__
     return None
+
+
+def _quiet_disk_full_threads() -> None:
+    """Background writer threads (orbax) that hit a full disk log or print their own
+    traceback; the main thread reports it in one line instead."""
+    default = threading.excepthook
+
+    def hook(args):
+        if args.exc_value is None or _disk_full(args.exc_value) is None:
+            default(args)
+
+    threading.excepthook = hook
+
+    def keep(record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        full = _FULL_TEXT.search(record.getMessage()) or (exc and _disk_full(exc) is not None)
+        return not full
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(keep)
 
 
 def one_line(text: str) -> str:
@@ -105,6 +140,7 @@ def main(argv):
     from nas_jax import pipeline, reporting
 
     reporting.setup_logging()
+    _quiet_disk_full_threads()
     workdir = _WORKDIR.value
     try:
         pipeline.run(_CONFIG.value, workdir, extend=_EXTEND.value, overwrite=_OVERWRITE.value,
@@ -114,9 +150,13 @@ def main(argv):
     except Exception as e:
         full = _disk_full(e)
         if full is not None:
-            where = f" ({full.filename})" if full.filename else ""
-            _fail(f"disk full{where}: {full.strerror}; free space and rerun the same command: "
-                  f"{workdir} resumes from its last checkpoint")  # fmt: skip
+            print(f"error: disk full{full.split(': ')[0]}: no space left on device; free space "
+                  f"and rerun the same command: {workdir} resumes from its last checkpoint",
+                  file=sys.stderr)  # fmt: skip
+            # Writer threads stuck on the full disk would print tracebacks at shutdown.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(2)
         print(f"error: unexpected {type(e).__name__} (a bug; the traceback follows): "
               f"{one_line(e)[:300]}", file=sys.stderr)  # fmt: skip
         raise

@@ -118,9 +118,9 @@ def backend_identity(resolved: Mapping) -> dict:
 
 
 def _diff(old: Mapping, new: Mapping) -> dict:
-    """key -> (old, new) for every key whose value differs (a missing key: None)."""
-    keys = sorted(set(old) | set(new))
-    return {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
+    """key -> (old, new) for every recorded key whose value differs (a key the record lacks
+    came with a later version, whose default reproduces the older behaviour)."""
+    return {k: (old[k], new.get(k)) for k in sorted(old) if old[k] != new.get(k)}
 
 
 def _fmt(diff: Mapping, limit: int = 6) -> str:

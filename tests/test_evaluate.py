@@ -12,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from test_main import load_config, read_jsonl
 
-from nas_jax import checkpoint, config_lib, evaluation, genotype, pipeline
+from nas_jax import checkpoint, config_lib, evaluation, genotype, pipeline, workdir
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHARED_TABLE = os.path.join(ROOT, "..", "shared", "data", "nb201_test_accuracy.csv")
@@ -152,7 +152,7 @@ def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path):
     )
 
     config.genotype = "DARTS_V1"  # another genotype in the same workdir: refused
-    with pytest.raises(config_lib.ConfigError, match="holds a retraining of another genotype"):
+    with pytest.raises(workdir.WorkdirError, match="genotype: 'DARTS_V2' -> 'DARTS_V1'"):
         pipeline.run(config, str(tmp_path / "darts"))
 
     config.genotype = CONV_CELL  # an NB201 cell without a table: retrained (NB201Network)
@@ -279,7 +279,10 @@ def test_nb201_search_select_evaluate_in_one_command(tmp_path, no_network, per_i
         ("--config.evaluate.method=best", "evaluate.method='best' is not accepted; accepted: auto"),
         ("--config.evaluate.sampler=x", "evaluate.sampler='x' is not accepted; accepted: iid"),
         ("--config.evaluate.C=7", "evaluate.C=7 must be even"),
-        ("--config.evaluate.drop_path_prob=1.0", "drop_path_prob=1.0 must be < 1"),
+        (
+            "--config.evaluate.drop_path_prob=1.0",
+            "drop_path_prob=1.0 must be a number >= 0 and < 1",
+        ),
         ("--config.evaluate.auxiliary=True", "digits has 8 px: set --config.evaluate.auxiliary"),
     ],
 )

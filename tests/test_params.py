@@ -109,7 +109,7 @@ def test_summary_cli():
     "args,accepted",
     [
         (["--space", "s9"], "accepted: s1, s2, s3, s4, s5, darts8, nb201"),
-        (["--genotype", "nope"], "Registered:"),
+        (["--genotype", "nope"], "Registered (58, in nas_jax/genotypes.json): DARTS_V1"),
     ],
 )
 def test_summary_cli_unknown_names(args, accepted):
