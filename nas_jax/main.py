@@ -129,6 +129,14 @@ def _quiet_disk_full_threads() -> None:
         handler.addFilter(keep)
 
 
+def _exit_now(code: int) -> None:
+    """Exits without the interpreter's shutdown: writer threads stuck on a full disk would
+    print tracebacks there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 def one_line(text: str) -> str:
     return " ".join(str(text).split())
 
@@ -153,10 +161,7 @@ def main(argv):
             print(f"error: disk full{full.split(': ')[0]}: no space left on device; free space "
                   f"and rerun the same command: {workdir} resumes from its last checkpoint",
                   file=sys.stderr)  # fmt: skip
-            # Writer threads stuck on the full disk would print tracebacks at shutdown.
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(2)
+            _exit_now(2)
         print(f"error: unexpected {type(e).__name__} (a bug; the traceback follows): "
               f"{one_line(e)[:300]}", file=sys.stderr)  # fmt: skip
         raise

@@ -459,13 +459,14 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
     for name in ("_EXTEND", "_OVERWRITE", "_ALLOW_BACKEND"):
         monkeypatch.setattr(main_lib, name, type("F", (), {"value": False})())
     monkeypatch.setattr(reporting, "setup_logging", lambda: None)  # keep pytest's capture
+    monkeypatch.setattr(main_lib, "_exit_now", sys.exit)  # not os._exit: pytest goes on
     monkeypatch.setattr("builtins.open", full)
     with pytest.raises(SystemExit) as e:
         main_lib.main(["nas_jax.main"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: disk full (")
-    assert "config.json.tmp): No space left on device; free space and rerun" in err[0]
+    assert "config.json.tmp): no space left on device; free space and rerun" in err[0]
     monkeypatch.setattr("builtins.open", real_open)
 
     def bug(*args, **kwargs):
@@ -476,3 +477,35 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
         main_lib.main(["nas_jax.main"])
     err = capsys.readouterr().err
     assert err.startswith("error: unexpected TypeError (a bug; the traceback follows): a bug")
+
+
+@pytest.mark.slow
+def test_a_real_full_disk_ends_in_one_error_line_and_resumes_exactly(tmp_path):
+    """On a 600 KB tmpfs the first search checkpoint fits and the second does not (orbax
+    raises tensorstore's RESOURCE_EXHAUSTED); after the disk grows, the rerun resumes to the
+    uninterrupted result. Needs permission to mount a tmpfs (root)."""
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(mnt)],
+                      capture_output=True).returncode != 0:  # fmt: skip
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        cmd = [sys.executable, "-m", "nas_jax.main", "--config", "configs/quickstart.py:smoke",
+               "--config.xla_cache_dir="]  # fmt: skip
+        full = subprocess.run([*cmd, f"--workdir={mnt / 'w'}"], capture_output=True, text=True,
+                              cwd=ROOT)  # fmt: skip
+        assert full.returncode == 2, full.stderr[-3000:]
+        last = full.stderr.strip().splitlines()[-1]
+        assert last.startswith("error: disk full (") and "resumes from its last checkpoint" in last
+        assert "error: unexpected" not in full.stderr
+        subprocess.run(["mount", "-o", "remount,size=50m", str(mnt)], check=True)
+        resumed = subprocess.run([*cmd, f"--workdir={mnt / 'w'}"], capture_output=True,
+                                 text=True, cwd=ROOT)  # fmt: skip
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        ref = subprocess.run([*cmd, f"--workdir={tmp_path / 'ref'}"], capture_output=True,
+                             text=True, cwd=ROOT)  # fmt: skip
+        assert ref.returncode == 0
+        for name in ("genotype.json", "decisions.jsonl"):
+            assert (mnt / "w" / name).read_text() == (tmp_path / "ref" / name).read_text()
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
