@@ -187,12 +187,11 @@ class EpochLoop:
         start, value = self._first[id(run)], record[metric]
         if start is None or not value > factor * max(start, 1e-3):
             return
-        where = f"{run.label}: " if run.label else ""
-        kept = "the last checkpoint" if run.checkpoints is not None else "earlier results"
-        raise NonFiniteError(
-            f"{where}{self.stage.name} diverged: {metric}={value:.4g} in epoch {epoch} is "
-            f"over {factor:g} x its first epoch's {start:.4g} (divergence_factor); nothing of "
-            f"epoch {epoch} was written, {kept} is kept"
+        raise self._diverged(
+            run,
+            epoch,
+            f"{metric}={value:.4g} in epoch {epoch} is over "
+            f"{factor:g} x its first epoch's {start:.4g} (divergence_factor)",
         )
 
     def _per_run(self, tree) -> list:
@@ -207,10 +206,17 @@ class EpochLoop:
             return
         at = min(bad.values())
         names = ", ".join(sorted(k for k, v in bad.items() if v == at))
+        last = first_step + self.stage.steps_per_epoch - 1
+        raise self._diverged(
+            run,
+            epoch,
+            f"non-finite {names} at step {at} (epoch {epoch}, steps {first_step}-{last})",
+        )
+
+    def _diverged(self, run: RunFiles, epoch: int, what: str) -> NonFiniteError:
         where = f"{run.label}: " if run.label else ""
         kept = "the last checkpoint" if run.checkpoints is not None else "earlier results"
-        raise NonFiniteError(
-            f"{where}{self.stage.name} diverged: non-finite {names} at step {at} (epoch "
-            f"{epoch}, steps {first_step}-{first_step + self.stage.steps_per_epoch - 1}); "
-            f"nothing of epoch {epoch} was written, {kept} is kept"
+        return NonFiniteError(
+            f"{where}{self.stage.name} diverged: {what}; nothing of epoch "
+            f"{epoch} was written, {kept} is kept"
         )
