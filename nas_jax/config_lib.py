@@ -157,12 +157,6 @@ def check_rules(config) -> None:
                               f"{section}.lr={config[section].lr}")  # fmt: skip
 
 
-def check_positive(name: str, value, *, allow_zero: bool = False) -> None:
-    if not isinstance(value, (int, float)) or value < 0 or (value == 0 and not allow_zero):
-        bound = ">= 0" if allow_zero else "> 0"
-        raise ConfigError(f"{name}={value!r} must be a number {bound}")
-
-
 def base_config() -> ml_collections.ConfigDict:
     """Reference hyper-parameters (SPEC 6, 15); config files override what differs."""
     c = ml_collections.ConfigDict()

@@ -84,11 +84,6 @@ def validate_config(config) -> None:
         )
     if config.genotype and resolve_method(ev, parse_genotype(config.genotype)) == "lookup":
         lookup.arch_string(parse_genotype(config.genotype))  # a DARTS cell: BenchmarkError
-    fam = (
-        families.family_of(parse_genotype(config.genotype))
-        if config.genotype
-        else families.get_family(space.family)
-    )
     if ev.nb201_source == "csv" and method_for_family(ev, fam) == "lookup":
         lookup.load_table(ev.nb201_table)  # malformed: one BenchmarkError line, now (cached)
 

@@ -39,12 +39,7 @@ def validate_config(config) -> None:
     chk("select.topology", sel.topology, decisions.TOPOLOGIES)
     chk("select.edge_order", sel.edge_order, schedule.EDGE_ORDERS)
     chk("select.tune_schedule", sel.tune_schedule, tuning.SCHEDULES)
-    for name in ("tune_epochs", "eval_batches", "score_chunk"):
-        value = sel[name]
-        if not isinstance(value, int) or isinstance(value, bool):
-            raise config_lib.ConfigError(f"select.{name}={value!r} must be an integer >= 0")
-        config_lib.check_positive(f"select.{name}", value, allow_zero=True)
-    config_lib.check_positive("select.tune_lr_factor", sel.tune_lr_factor)
+    # Numbers and booleans: config_lib.RULES (checked first, by pipeline.validate).
     space = spaces.get_space(config.model.space)
     try:
         schedule.decision_epochs(schedule.num_events(space), sel.tune_epochs, space.family)
