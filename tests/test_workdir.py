@@ -279,6 +279,7 @@ _DRIVER = textwrap.dedent("""
     import json, os, sys, traceback
     from absl import app
     from nas_jax import main as m
+    from nas_jax import ops, pipeline  # imported once, before forking (no backend started)
     results = []
     for argv in json.loads(sys.stdin.read()):
         r, w = os.pipe()
