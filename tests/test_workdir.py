@@ -117,15 +117,16 @@ def test_a_finished_retraining_refuses_another_evaluate_config(tmp_path):
     config = load_config("evaluate", "dataset=digits,smoke")
     config.genotype = "|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|none~0|none~1|none~2|"
     w = str(tmp_path)
-    resolved = pipeline.backend_record({})
-    workdir.apply(w, config, resolved, workdir.plan(w, config, resolved))
+    result = pipeline.run(config, w)  # a finished retraining (2 epochs of 2 steps)
     before = snapshot(w)
     config.evaluate.lr, config.seed = 0.1, 5
     with pytest.raises(workdir.WorkdirError, match=r"evaluate run .*evaluate.lr: 0.025 -> 0.1"):
-        workdir.plan(w, config, resolved)
+        pipeline.run(config, w)
     with pytest.raises(workdir.WorkdirError, match=r"seed: 2 -> 5"):
         pipeline.run(config, w)
     assert snapshot(w) == before
+    config.evaluate.lr, config.seed = 0.025, 2  # negative control: the same config reruns
+    assert pipeline.run(config, w)["test_accuracy"] == result["test_accuracy"]
 
 
 def test_another_backend_needs_its_flag(finished):
