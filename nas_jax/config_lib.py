@@ -45,6 +45,19 @@ def parse_arg(arg: str | None, **spec) -> ml_collections.ConfigDict:
     return out
 
 
+def parse_stages(value) -> tuple[str, ...]:
+    """('search', 'select') from any of the command line's spellings: a tuple, a list,
+    'search,select', "('search','select')", '[search, select]'."""
+    items = [value] if isinstance(value, str) else list(value)
+    out = []
+    for item in items:
+        for part in str(item).replace(";", ",").split(","):
+            part = part.strip().strip("[]()").strip().strip("'\"").strip()
+            if part:
+                out.append(part)
+    return tuple(out)
+
+
 def check_choice(name: str, value, accepted: Iterable) -> None:
     accepted = list(accepted)
     if value not in accepted:
@@ -64,8 +77,17 @@ def check_number(name: str, value, rule: str) -> None:
     pairs = list(zip(bounds[::2], bounds[1::2], strict=True))
     ok = ok and value == value and all(ops[op](float(value), float(b)) for op, b in pairs)
     if not ok:
-        what = "an integer" if kind == "int" else "a number"
-        raise ConfigError(f"{name}={value!r} must be {what} {' and '.join(map(' '.join, pairs))}")
+        raise ConfigError(f"{name}={value!r} must be {rule_text(rule)}")
+
+
+def rule_text(rule: str) -> str:
+    """'float > 0 < 1' -> 'a number > 0 and < 1'; 'bool' -> 'True or False'."""
+    if rule == "bool":
+        return "True or False"
+    kind, *bounds = rule.split()
+    what = "an integer" if kind == "int" else "a number"
+    pairs = zip(bounds[::2], bounds[1::2], strict=True)
+    return f"{what} {' and '.join(map(' '.join, pairs))}"
 
 
 def check_bool(name: str, value) -> None:

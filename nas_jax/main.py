@@ -42,7 +42,16 @@ _OVERWRITE = flags.DEFINE_bool(
 _ALLOW_BACKEND = flags.DEFINE_bool(
     "allow_backend_change", False, "Continue a workdir's run on another backend (devices, "
     "jax version, kernel settings); config.json records the new one.")  # fmt: skip
-flags.mark_flags_as_required(["config", "workdir"])
+_PRINT = flags.DEFINE_bool(
+    "print_config", False, "Print the config (after its overrides) with each key's meaning "
+    "and accepted values, and exit; runs nothing.")  # fmt: skip
+_CHECK = flags.DEFINE_bool(
+    "check",
+    False,
+    "Check the config, its inputs (datasets, genotype, table) and, with "
+    "--workdir, what a run would do there; exit 0 when it would start (writes nothing).",
+)
+flags.mark_flags_as_required(["config"])
 
 
 def _fail(message: str, code: int = 2):
@@ -150,9 +159,24 @@ def main(argv):
     reporting.setup_logging()
     _quiet_disk_full_threads()
     workdir = _WORKDIR.value
+    options = dict(extend=_EXTEND.value, overwrite=_OVERWRITE.value,
+                   allow_backend_change=_ALLOW_BACKEND.value)  # fmt: skip
     try:
-        pipeline.run(_CONFIG.value, workdir, extend=_EXTEND.value, overwrite=_OVERWRITE.value,
-                     allow_backend_change=_ALLOW_BACKEND.value)  # fmt: skip
+        if _PRINT.value:
+            from nas_jax import config_doc
+
+            pipeline.normalize(_CONFIG.value)
+            try:
+                print(config_doc.describe(_CONFIG.value), flush=True)
+            except BrokenPipeError:  # `| head`: the reader has what it wanted
+                _exit_now(0)
+        elif _CHECK.value:
+            for line in pipeline.check(_CONFIG.value, workdir, **options):
+                print(line)
+        elif not workdir:
+            _fail("--workdir is required (or --print_config / --check)")
+        else:
+            pipeline.run(_CONFIG.value, workdir, **options)
     except anticipated_errors() as e:
         _fail(one_line(e))
     except Exception as e:

@@ -37,8 +37,16 @@ from nas_jax.search import run as search_run
 STAGES = ("search", "select", "evaluate")
 
 
+def normalize(config) -> None:
+    """Accepts the command line's spellings of `stages` (`search,select` becomes
+    ('search', 'select'))."""
+    if isinstance(config.stages, (str, tuple, list)):
+        config.stages = config_lib.parse_stages(config.stages)
+
+
 def validate(config) -> None:
     """Raises ConfigError (one line naming the value and the accepted ones)."""
+    normalize(config)
     chk = config_lib.check_choice
     sweep.validate_num_seeds(config.num_seeds)
     config_lib.check_rules(config)
@@ -105,6 +113,28 @@ def run(config, workdir: str, *, extend: bool = False, overwrite: bool = False,
     # Configured before the first computation (the allocator) and for the whole run.
     with kernels.configured(config.kernels) as settings:
         return _run(config, workdir, backend_record(settings), flags)
+
+
+def check(config, workdir: str | None = None, **flags) -> list[str]:
+    """What `run` checks before it writes (the config, its inputs, and with a workdir the
+    rerun rules and the lock), without writing; returns lines saying what a run would do.
+    Raises the error `run` would raise."""
+    validate(config)
+    with kernels.configured(config.kernels) as settings:
+        resolved = backend_record(settings)
+        members = sweep.members(config, workdir or ".") if config.num_seeds > 1 else None
+        _resolve_inputs(config, workdir or ".", members)
+    lines = [f"config ok: stages {', '.join(config.stages)}, space {config.model.space}, "
+             f"data {config.data.name}, seeds {config.num_seeds}"]  # fmt: skip
+    if workdir:
+        places = [(config, workdir)] + [(m.config, m.workdir) for m in members or ()]
+        plans = [workdir_lib.plan(w, c, resolved, **flags) for c, w in places]
+        lines.append(f"workdir {workdir}: {workdir_lib.describe(plans[0], workdir)}")
+        for w in (w for _, w in places):
+            holder = workdir_lib.holder(w)
+            if holder is not None:
+                raise workdir_lib.WorkdirError(holder)
+    return lines
 
 
 def _run(config, workdir: str, resolved: dict, flags: dict) -> dict | None:

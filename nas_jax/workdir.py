@@ -235,6 +235,22 @@ def plan(workdir: str, config, resolved: Mapping, *, extend: bool = False,
     return Plan(identity, previous, extended=extended, redo=redo, notes=notes)
 
 
+def describe(p: Plan, workdir: str) -> str:
+    """What a run does with the workdir, in words (for `--check`)."""
+    if not p.previous and not p.overwrite:
+        new = "new" if not os.path.exists(os.path.join(workdir, CONFIG_FILE)) else "no stage yet"
+        return f"{new}: the run starts there"
+    if p.overwrite:
+        return "holds another run: --overwrite removes it, the run starts over"
+    done = [st for st in ORDER if st in p.previous]
+    words = f"holds {', '.join(done)} of the same config: the run resumes"
+    if p.extended:
+        words += f"; --extend continues the {p.extended}"
+    if p.redo:
+        words += f" and redoes {', '.join(p.redo)}"
+    return words
+
+
 def apply(workdir: str, config, resolved: Mapping, p: Plan) -> None:
     """Carries out a plan (removes what is redone, logs why) and writes config.json: the
     config as given, `resolved` (what it resolved to here) and `identity` (per stage)."""
@@ -290,6 +306,24 @@ def _describe(holder: Mapping) -> str:
     return f"pid {holder.get('pid')} on {holder.get('host')}, started {started}"
 
 
+def holder(workdir: str) -> str | None:
+    """Why a run could not take the workdir's lock now (another run holds it), or None;
+    creates nothing."""
+    path = os.path.join(workdir, LOCK_FILE)
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except OSError:
+        return (f"{workdir} is in use by another run ({_describe(_holder(path))}); wait for "
+                "it to finish, stop it, or use another --workdir")  # fmt: skip
+    finally:
+        os.close(fd)
+    return None
+
+
 class WorkdirLock:
     """An exclusive lock on a workdir for the lifetime of a run (`with WorkdirLock(w):`).
 
@@ -315,8 +349,7 @@ class WorkdirLock:
                 if e.errno not in (errno.EAGAIN, errno.EACCES):
                     raise
                 raise WorkdirError(
-                    f"{self.workdir} is in use by another run ({_describe(_holder(self.path))}); "
-                    "wait for it to finish, stop it, or use another --workdir"
+                    holder(self.workdir) or f"{self.workdir} is in use by another run"
                 ) from None
             # The file may have been removed (and re-created) by a holder that just exited.
             try:

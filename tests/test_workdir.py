@@ -292,7 +292,7 @@ _DRIVER = textwrap.dedent("""
             try:
                 app.run(m.main, flags_parser=m.parse_flags)
             except SystemExit as e:
-                code = e.code if isinstance(e.code, int) else 1
+                code = e.code if isinstance(e.code, int) else int(e.code is not None)
             except BaseException:
                 traceback.print_exc(); code = 1
             sys.stdout.flush(); sys.stderr.flush()
@@ -458,7 +458,7 @@ def test_a_full_disk_is_one_line_naming_the_path(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(main_lib, "_CONFIG", type("C", (), {"value": changed()})())
     monkeypatch.setattr(main_lib, "_WORKDIR", type("W", (), {"value": str(tmp_path)})())
-    for name in ("_EXTEND", "_OVERWRITE", "_ALLOW_BACKEND"):
+    for name in ("_EXTEND", "_OVERWRITE", "_ALLOW_BACKEND", "_PRINT", "_CHECK"):
         monkeypatch.setattr(main_lib, name, type("F", (), {"value": False})())
     monkeypatch.setattr(reporting, "setup_logging", lambda: None)  # keep pytest's capture
     monkeypatch.setattr(main_lib, "_exit_now", sys.exit)  # not os._exit: pytest goes on
