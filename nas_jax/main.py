@@ -31,7 +31,9 @@ from ml_collections import config_flags
 
 from nas_jax import config_lib
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "Config file (configs/<x>.py[:arg]).")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "A built-in config (quickstart, darts, nb201, evaluate) or a config file, "
+    "with its args: quickstart:smoke, configs/darts.py:space=s5.")  # fmt: skip
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, results.")
 _EXTEND = flags.DEFINE_bool(
     "extend", False, "Continue a finished or running workdir with more search.epochs or "
@@ -67,8 +69,32 @@ def _last_line(text: str) -> str:
     return re.sub(r"^[\w.]+(Error|Exception): ", "", last)
 
 
+def builtin_configs(argv: list[str]) -> list[str]:
+    """`--config quickstart:smoke` (a built-in name, no file of that name here) -> the
+    package's config file, so the built-in configs work without a clone."""
+    from nas_jax import configs
+
+    out, i = list(argv), 0
+    while i < len(out):
+        arg = out[i]
+        if arg in ("--config", "-config") and i + 1 < len(out):
+            i += 1
+            value, prefix = out[i], ""
+        elif arg.startswith("--config="):
+            value, prefix = arg[len("--config=") :], "--config="
+        else:
+            i += 1
+            continue
+        name, sep, rest = value.partition(":")
+        if name in configs.NAMES and not os.path.exists(name):
+            out[i] = f"{prefix}{configs.path(name)}{sep}{rest}"
+        i += 1
+    return out
+
+
 def parse_flags(argv: list[str]) -> list[str]:
     """absl's flag parsing, with config errors as one `error:` line (exit 2)."""
+    argv = builtin_configs(argv)
     try:
         rest = flags.FLAGS(argv)
         _CONFIG.value.keys()  # a config file that failed to load raises here
