@@ -16,6 +16,7 @@ NB201_TEXT = (
     "|nor_conv_3x3~0|+|skip_connect~0|none~1|+|avg_pool_3x3~0|nor_conv_1x1~1|skip_connect~2|"
 )
 SPECS = ["DARTS_V2", NB201_TEXT]
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"  # a cell without edges
 
 
 def _png_size(path):
@@ -24,7 +25,7 @@ def _png_size(path):
         return im.size
 
 
-@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("spec", [*SPECS, ALL_NONE])
 def test_matplotlib_draws_the_cells(spec, tmp_path):
     pytest.importorskip("matplotlib")
     g = genotype.get_genotype(spec)

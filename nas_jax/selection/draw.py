@@ -221,6 +221,8 @@ def _y_span(pos, arcs, margin: float = 0.12) -> tuple[float, float]:
     ys = [y + d for _, y in pos.values() for d in (-NODE_R, NODE_R)]
     ys += [_bezier(a.p0, a.ctrl, a.p1, t)[1] for a in arcs for t in (0.25, 0.5, 0.75)]
     ys += [a.label_xy[1] + d * label_box(a.op)[1] for a in arcs if a.label_xy for d in (-1, 1)]
+    if not ys:  # a cell without edges (every op 'none')
+        return -0.5, 0.5
     return min(ys) - margin, max(ys) + margin
 
 
@@ -245,7 +247,7 @@ def render_matplotlib(g: genotype_lib.AnyGenotype, path: str, title: str | None 
 
     cells = cell_edges(g)
     layouts = {cell: layout_cell(edges) for cell, edges in cells.items()}
-    xs = [x for pos, _ in layouts.values() for x, _ in pos.values()]
+    xs = [x for pos, _ in layouts.values() for x, _ in pos.values()] or [0.0, 3.0]
     ncols = max(xs) - min(xs) + 1
     spans = {cell: _y_span(pos, arcs) for cell, (pos, arcs) in layouts.items()}
     heights = [hi - lo for lo, hi in spans.values()]
@@ -263,6 +265,9 @@ def render_matplotlib(g: genotype_lib.AnyGenotype, path: str, title: str | None 
         ax.axis("off")
         ax.text(0.0, 0.5, cell if cell == "cell" else f"{cell}\ncell", transform=ax.transAxes,
                 fontsize=9, fontweight="bold", va="center", ha="left")  # fmt: skip
+        if not arcs:
+            ax.text(0.5, 0.5, "no edges (every op 'none')", transform=ax.transAxes, fontsize=8,
+                    ha="center", va="center")  # fmt: skip
         for arc in arcs:
             color = tuple(c / 255 for c in _op_color(arc.op))
             rad = 0.0
