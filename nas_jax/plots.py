@@ -81,9 +81,11 @@ def heatmap_figure(space: spaces.SearchSpace, weights: dict[str, np.ndarray], ti
         ax.set_yticks(range(rows), labels if ax is axes[0] else [""] * rows, fontsize=7)
         ax.set_title(t if t == "cell" else f"{t} cell", fontsize=9)
         best = w.argmax(axis=1)
+        digits = 3 if hi - lo < 0.05 else 2  # early in a search the weights barely differ
         for e in range(rows):
             for k in range(ncols):
-                text = f"{w[e, k]:.2f}" if cols else f"{space.ops[t][e][k]}\n{w[e, k]:.2f}"
+                value = f"{w[e, k]:.{digits}f}"
+                text = value if cols else f"{space.ops[t][e][k]}\n{value}"
                 dark = w[e, k] < lo + 0.6 * (hi - lo)
                 ax.text(k, e, text, ha="center", va="center", fontsize=6,
                         color="white" if dark else "black",
@@ -115,7 +117,8 @@ def evolution_figure(space: spaces.SearchSpace, epochs: list[int],
             ax = axes[i * grid_rows + e // per_row, e % per_row]
             for k, op in enumerate(space.ops[t][e]):
                 color = tuple(c / 255 for c in _op_color(op))
-                style = "--" if op in {o for o in space.ops[t][e][:k]} else "-"
+                earlier = {_op_color(o) for o in space.ops[t][e][:k]}  # one colour per family:
+                style = "--" if _op_color(op) in earlier else "-"  # the second one dashed
                 (line,) = ax.plot(epochs, w[:, e, k], color=color, lw=1.0, ls=style)
                 handles.setdefault(op, line)
             prefix = "" if t == "cell" else f"{t}: "

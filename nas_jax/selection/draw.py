@@ -253,7 +253,8 @@ def render_matplotlib(g: genotype_lib.AnyGenotype, path: str, title: str | None 
     heights = [hi - lo for lo, hi in spans.values()]
     title = title or title_text(g)
     title_in = 0.15 * (title.count("\n") + 1) + 0.15
-    fig = Figure(figsize=(ncols * UNIT_IN + 0.4, sum(heights) * UNIT_IN + title_in))
+    title_w = max(len(line) for line in title.split("\n")) * 0.6 * 8 / 72 + 0.3  # monospace 8pt
+    fig = Figure(figsize=(max(ncols * UNIT_IN + 0.4, title_w), sum(heights) * UNIT_IN + title_in))
     fig.suptitle(title, fontsize=8, family="monospace", x=0.01, ha="left", y=0.995, va="top")
     top = 1 - title_in / fig.get_figheight()
     axes = fig.subplots(len(cells), 1, squeeze=False, height_ratios=heights)[:, 0]
