@@ -23,6 +23,7 @@ from nas_jax import (
     families,
     genotype,
     kernels,
+    plots,
     precision,
     selection,
     spaces,
@@ -228,7 +229,9 @@ def _run_sweep(config, workdir: str, members, inputs: Inputs) -> dict:
 
 
 def _finish_search(config, workdir: str, state, setup, search_data) -> None:
-    """Selection when 'select' is a stage, else the magnitude genotype of the search."""
+    """The alpha pictures of the search; then selection when 'select' is a stage, else
+    the magnitude genotype of the search."""
+    plots.maybe_write_alpha_plots(workdir, setup.space, title=f"{config.search.method} search")
     if "select" in config.stages:
         selection.run_select(config, workdir, state, setup, search_data)  # logs the genotype
     else:

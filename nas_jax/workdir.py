@@ -58,7 +58,7 @@ EXTENSIONS = {"search": "search.epochs", "evaluate": "evaluate.epochs"}
 # What each stage writes (files and folders of a workdir), removed when a stage is redone.
 ARTIFACTS = {
     "search": ("checkpoints", "metrics.jsonl", "tensorboard/metrics", "genotype.json",
-               "genotype_magnitude.json"),
+               "genotype_magnitude.json", "alphas.png", "alpha_evolution.png"),
     "select": ("checkpoints_select", "decisions.jsonl", "select_metrics.jsonl",
                "tensorboard/select_metrics", "genotype.json", "genotype_magnitude.json",
                "cells.dot", "cells.png"),

@@ -46,6 +46,8 @@ def test_quickstart_smoke_writes_artifacts(tmp_path):
                  "decisions.jsonl", "cells.dot", "cells.png"):  # fmt: skip
         assert (tmp_path / name).is_file(), name
     assert (tmp_path / "tensorboard").is_dir()
+    if importlib.util.find_spec("matplotlib"):  # the `plots` extra: alpha pictures too
+        assert (tmp_path / "alphas.png").is_file() and (tmp_path / "alpha_evolution.png").is_file()
     records = read_jsonl(tmp_path / "metrics.jsonl")
     assert [r["epoch"] for r in records] == [0, 1]
     assert all(np.isfinite(r["train_loss"]) for r in records)

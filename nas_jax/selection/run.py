@@ -215,6 +215,6 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
 def _finish(workdir, space: spaces.SearchSpace, final, magnitude, method: str) -> None:
     genotype.save_json(final, os.path.join(workdir, "genotype.json"), method=method,
                        space=space.name, stage="select", magnitude=magnitude.to_text())  # fmt: skip
-    draw.write_cells(final, workdir)
+    draw.write_cells(final, workdir, method=method, space=space.name)
     logger.info("Selected genotype (%s): %s", method, final.to_text())
     logger.info("Magnitude genotype of the same supernet: %s", magnitude.to_text())
