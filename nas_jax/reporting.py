@@ -27,6 +27,20 @@ def setup_logging(level: int = logging.INFO) -> None:
     logger.propagate = False
 
 
+def quiet_xla_logs() -> None:
+    """Hides XLA's C++ log lines below FATAL unless TF_CPP_MIN_LOG_LEVEL is set already.
+
+    What it hides in practice is XLA's 2-minute alarm, logged at ERROR while a compile
+    runs ("Very slow compile? If you want to file a bug, run with envvar XLA_FLAGS=...",
+    then "The operation took 3m15s"): the DARTS supernets take minutes to compile on a
+    CPU, and the loop's own "Compiling the ... step" lines say what is happening. Errors
+    that matter reach Python as exceptions; TF_CPP_MIN_LOG_LEVEL=1 (jax's default) shows
+    the C++ warnings and errors again, 0 adds its info lines. Takes effect only before jax
+    is imported (jax sets the default 1 then): the entry point calls it first thing.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
 def write_json(path: str, obj) -> None:
     """Writes JSON atomically (temporary file, then rename)."""
     tmp = f"{path}.tmp"

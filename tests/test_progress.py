@@ -3,10 +3,14 @@ rate and ETA leave out compilation and follow the recent speed; '?' until a rate
 A fake clock stands in for time: the numbers are exact, the tests take no real seconds."""
 
 import logging
+import os
 import re
+import subprocess
+import sys
 
 import jax.numpy as jnp
 import pytest
+from test_main import ROOT
 from test_train_loop import SHARED, CountingStage, State
 
 from nas_jax import reporting
@@ -165,3 +169,23 @@ def test_a_later_compile_is_reported_and_left_out(tmp_path, monkeypatch, lines):
     ]
     # 10 steps/s, give or take the step whose time was the compile's.
     assert float(parse(lines[-1])[2]) == pytest.approx(10.0, rel=0.05)
+
+
+@pytest.mark.parametrize("first", ["nas_jax.main", "jax"])
+def test_the_entry_point_sets_the_xla_log_level_before_jax_starts(first):
+    """XLA's 'Very slow compile?' alarm is a C++ ERROR line: level 3 hides it, and only
+    when set before jax is imported. Negative control: jax first keeps jax's default 1."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    code = f"import {first}, nas_jax.main, jax, os; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    out = subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert out.stdout.strip() == ("3" if first == "nas_jax.main" else "1")
+
+
+def test_a_log_level_the_user_set_is_kept(monkeypatch):
+    monkeypatch.setenv("TF_CPP_MIN_LOG_LEVEL", "0")
+    reporting.quiet_xla_logs()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "0"
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL")
+    reporting.quiet_xla_logs()
+    assert os.environ["TF_CPP_MIN_LOG_LEVEL"] == "3"
