@@ -30,6 +30,9 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from nas_jax import config_lib
+from nas_jax.reporting import quiet_xla_logs
+
+quiet_xla_logs()  # XLA's C++ log level: before anything imports jax (see its docstring)
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "A built-in config (quickstart, darts, nb201, evaluate) or a config file, "

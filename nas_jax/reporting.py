@@ -8,6 +8,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Mapping
 
 logger = logging.getLogger("nas_jax")
@@ -24,6 +25,20 @@ def setup_logging(level: int = logging.INFO) -> None:
         logger.addHandler(handler)
     logger.setLevel(level)
     logger.propagate = False
+
+
+def quiet_xla_logs() -> None:
+    """Hides XLA's C++ log lines below FATAL unless TF_CPP_MIN_LOG_LEVEL is set already.
+
+    What it hides in practice is XLA's 2-minute alarm, logged at ERROR while a compile
+    runs ("Very slow compile? If you want to file a bug, run with envvar XLA_FLAGS=...",
+    then "The operation took 3m15s"): the DARTS supernets take minutes to compile on a
+    CPU, and the loop's own "Compiling the ... step" lines say what is happening. Errors
+    that matter reach Python as exceptions; TF_CPP_MIN_LOG_LEVEL=1 (jax's default) shows
+    the C++ warnings and errors again, 0 adds its info lines. Takes effect only before jax
+    is imported (jax sets the default 1 then): the entry point calls it first thing.
+    """
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 
 def write_json(path: str, obj) -> None:
@@ -109,30 +124,76 @@ class MetricsWriter:
 
 
 class Progress:
-    """Periodic one-line reports with steps/s and ETA."""
+    """Periodic one-line reports with steps/s and ETA.
 
-    def __init__(self, name: str, total_steps: int, start_step: int, every_seconds: float = 10.0):
-        self.name, self.total, self.every = name, total_steps, every_seconds
-        self._t0 = self._last = time.time()
-        self._s0 = start_step
+    The rate is measured over the last `window` seconds of stepping and leaves out what
+    the caller marks as compilation: `restart(step)` after a first (compiling) step counts
+    from there, `exclude(seconds)` drops a later compile from the clock. Until a rate is
+    known the line shows '?' steps/s and ETA '?'. `clock` (seconds, monotonic) is for tests.
+    """
+
+    def __init__(self, name: str, total_steps: int, start_step: int, every_seconds: float = 10.0,
+                 *, window: float = 60.0, clock=None):  # fmt: skip
+        self.name, self.total, self.every, self.window = name, total_steps, every_seconds, window
+        self.clock = clock or (lambda: time.monotonic())  # looked up per call (tests patch it)
+        self._excluded = 0.0  # seconds of compilation left out of the rate
+        now = self.clock()
+        self._last = now
+        self._samples: deque[tuple[float, int]] = deque([(now, start_step)])
+
+    def _now(self) -> float:
+        return self.clock() - self._excluded
+
+    def due(self) -> bool:
+        """Whether `maybe_report` would print now (the loop syncs the device only then)."""
+        return self.clock() - self._last >= self.every
+
+    def restart(self, step: int) -> None:
+        """The rate counts from `step`, now (after a step whose time was a compile); the
+        next report is `every_seconds` away."""
+        self._samples = deque([(self._now(), step)])
+        self._last = self.clock()
+
+    def exclude(self, seconds: float) -> None:
+        """The last `seconds` (a compile) do not count in the rate."""
+        self._excluded += max(seconds, 0.0)
+
+    def _sample(self, step: int, force: bool) -> tuple[float, int]:
+        """Records (now, step), at most one sample a second unless forced, and drops
+        samples that left the window (keeping one before it as the base)."""
+        now = self._now()
+        if force or now - self._samples[-1][0] >= min(1.0, self.window / 10):
+            if step >= self._samples[-1][1]:
+                self._samples.append((now, step))
+        while len(self._samples) > 2 and self._samples[1][0] <= now - self.window:
+            self._samples.popleft()
+        return now, step
+
+    def rate(self, step: int) -> float | None:
+        """Steps per second over the window; None while unknown."""
+        now = self._now()
+        t0, s0 = self._samples[0]
+        if step <= s0 or now - t0 <= 0:
+            return None
+        return (step - s0) / (now - t0)
 
     def maybe_report(self, step: int, extra: Mapping[str, float] | None = None, force=False):
-        now = time.time()
-        if not force and now - self._last < self.every:
+        self._sample(step, force)
+        if not force and not self.due():
             return
-        self._last = now
-        done = step - self._s0
-        rate = done / max(now - self._t0, 1e-9)
-        eta = (self.total - step) / rate if rate > 0 else float("inf")
-        fields = " ".join(f"{k}={v:.4g}" for k, v in (extra or {}).items())
+        self._last = self.clock()
+        rate = self.rate(step)
+        eta = 0.0 if step >= self.total else (self.total - step) / rate if rate else math.inf
+        fields = "".join(f" {k}={v:.4g}" for k, v in (extra or {}).items())
         logger.info(
-            "%s step %d/%d %s | %.2f steps/s | ETA %s",
-            self.name, step, self.total, fields, rate, _fmt_seconds(eta),
+            "%s step %d/%d%s | %s steps/s | ETA %s",
+            self.name, step, self.total, fields, "?" if rate is None else f"{rate:.3g}",
+            _fmt_seconds(eta),
         )  # fmt: skip
 
 
 def _fmt_seconds(s: float) -> str:
     if not math.isfinite(s):
         return "?"
-    s = int(s)
+    s = round(s)
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"

@@ -16,6 +16,7 @@ import numpy as np
 import optax
 
 from nas_jax import data
+from nas_jax.reporting import logger
 
 
 def make_evaluator(logits_fn: Callable, batch_size: int, mean: Sequence[float],
@@ -30,6 +31,8 @@ def make_evaluator(logits_fn: Callable, batch_size: int, mean: Sequence[float],
 
     @jax.jit
     def eval_batch(args, x_uint8, y, mask, key):
+        # Python side effect: runs when tracing, i.e. right before a compile.
+        logger.info("Compiling the evaluation pass (first call of this shape)...")
         logits = logits_fn(args, data.normalize(x_uint8, mean, std), key)
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, y)
         correct = (jnp.argmax(logits, -1) == y).astype(jnp.float32)

@@ -4,7 +4,10 @@ A stage supplies what differs (a `Stage`: its pure step, per-epoch inputs, what 
 and checkpoints); the loop does what they share:
 
   epochs of jitted steps (state donated) over data already in device memory, the step
-  metrics summed on device, progress lines with steps/s and ETA, a NaN guard (a
+  metrics summed on device, progress lines with steps/s and ETA (the first step, which
+  compiles, and the first epoch record, whose evaluation compiles, are timed apart and
+  left out of the rate; the loop waits for the device only then and once per progress
+  line, so that a line counts steps done, not steps queued), a NaN guard (a
   non-finite metric stops the run with the epoch and the first bad step, before anything
   of that epoch is written), one metrics.jsonl + TensorBoard record per epoch, and orbax
   checkpoints on the stage's cadence, so a rerun resumes exactly.
@@ -33,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from nas_jax.checkpoint import Checkpointer
-from nas_jax.reporting import MetricsWriter, Progress
+from nas_jax.reporting import MetricsWriter, Progress, logger
 
 
 class NonFiniteError(FloatingPointError):
@@ -124,6 +127,13 @@ def unstack(tree) -> list:
     return [jax.tree.map(lambda x: x[i], tree) for i in range(k)]
 
 
+def _cache_size(jitted) -> int:
+    """How many compiled versions a jitted function holds (-1 when jax does not say:
+    `_cache_size` is not public API)."""
+    size = getattr(jitted, "_cache_size", None)
+    return size() if callable(size) else -1
+
+
 class EpochLoop:
     """Runs a stage's epochs; see the module docstring.
 
@@ -141,6 +151,7 @@ class EpochLoop:
         self._first: dict[int, float | None] = {}  # run -> its first epoch's divergence metric
         step = stage.step if not seeds else jax.vmap(stage.step, in_axes=(0, 0, None, None))
         self._step = jax.jit(step, donate_argnums=0)
+        self._warm = self._recorded = False  # the step compiled; an epoch recorded
 
     def run(self, state, epochs: Iterable[int]):
         """Runs `epochs` (consecutive epoch indices) from `state`; returns the final state."""
@@ -151,18 +162,23 @@ class EpochLoop:
             inputs = stage.epoch_inputs(epoch)
             acc = None
             for _ in range(spe):
-                state, metrics = self._step(state, self.keys, self.shared, inputs)
+                state, metrics = self._advance(state, inputs, step)
                 step += 1
                 acc = _start(metrics, step) if acc is None else _accumulate(acc, metrics, step)
+                if self.progress.due():  # once per line, not per step: count steps done
+                    jax.block_until_ready(metrics)
                 self.progress.maybe_report(step - self.offset, {"epoch": epoch})
             seconds = time.time() - t0
             states = unstack(state) if self.seeds else [state]
             sums, bad = (self._per_run(tree) for tree in jax.device_get(acc))
             for run, first_bad in zip(self.runs, bad, strict=True):
                 self._guard(run, first_bad, epoch, step - spe + 1)
+            t_record = self.progress.clock()
             records = [
                 stage.epoch_record(s, sums[k], epoch, seconds, k) for k, s in enumerate(states)
             ]
+            if not self._recorded:
+                self._first_record_timed(self.progress.clock() - t_record)
             for run, record in zip(self.runs, records, strict=True):
                 self._guard_growth(run, record, epoch)
             for run, record in zip(self.runs, records, strict=True):
@@ -174,6 +190,39 @@ class EpochLoop:
                     if run.checkpoints is not None:
                         run.checkpoints.save(step, s, stage.checkpoint_meta(epoch, k))
         return state
+
+    def _advance(self, state, inputs, step: int):
+        """One step. The loop's first call compiles: it is announced, waited for and timed
+        apart, and the rate counts from after it. A later call that compiles again (new
+        input shapes, seen in the jit cache) has its dispatch time, the compile, left out."""
+        name, clock = self.stage.name, self.progress.clock
+        if not self._warm:
+            logger.info("Compiling the %s step (first call of this shape)...", name)
+            t0 = clock()
+            out = jax.block_until_ready(self._step(state, self.keys, self.shared, inputs))
+            logger.info("Compiling the %s step (first call of this shape) took %.1f s; "
+                        "not counted in steps/s", name, clock() - t0)  # fmt: skip
+            self._warm = True
+            self.progress.restart(step + 1 - self.offset)
+            return out
+        size = _cache_size(self._step)
+        t0 = clock()
+        out = self._step(state, self.keys, self.shared, inputs)
+        if _cache_size(self._step) > size:
+            seconds = clock() - t0
+            logger.info("The %s step compiled again at step %d (new input shapes): %.1f s, "
+                        "not counted in steps/s", name, step + 1, seconds)  # fmt: skip
+            self.progress.exclude(seconds)
+        return out
+
+    def _first_record_timed(self, seconds: float) -> None:
+        """The loop's first epoch record compiles the stage's evaluation, if it has one:
+        its time is left out of the rate, and said when it is long."""
+        self._recorded = True
+        self.progress.exclude(seconds)
+        if seconds >= 1.0:
+            logger.info("The first %s epoch record took %.1f s (its evaluation compiles on "
+                        "first use); not counted in steps/s", self.stage.name, seconds)  # fmt: skip
 
     def _guard_growth(self, run: RunFiles, record: Mapping, epoch: int) -> None:
         """Stops a run whose `stage.divergence` metric (name, factor) exceeds factor times
