@@ -57,6 +57,12 @@ class RunResult:
     config: dict
     paths: dict[str, str]
 
+    def show(self) -> str:
+        """The workdir in words, as `python -m nas_jax.show` prints it."""
+        from nas_jax import show
+
+        return show.format_summary(show.summarize(self.workdir))
+
 
 def enable_logging(level: int = logging.INFO) -> None:
     """Progress lines on stderr (a notebook shows them); the command line does this too."""

@@ -6,6 +6,11 @@ r"""Entry point.
   python -m nas_jax.main --config configs/nb201.py --workdir W --config.num_seeds=4  # seeds
       0-3 in one program: W/seed_<k>/ (single-run workdirs) and W/summary.json
 
+Config keys (--config.<section>.<key>=value): --print_config lists every key of a config
+with its meaning and accepted values; --check validates a command without running it.
+`python -m nas_jax.show W` prints what a workdir holds. (--helpfull adds the flags of jax
+and absl, which a run does not need.)
+
 Rerunning the same command on the same workdir resumes from the latest checkpoint; a
 rerun with another config is refused unless --extend (more search or retraining epochs),
 --overwrite or --allow_backend_change says otherwise (nas_jax/workdir.py).

@@ -1,8 +1,8 @@
 """Pictures of how alpha evolved during the search (needs matplotlib: the `plots` extra).
 
 `write_alpha_plots(workdir, space)` reads the search's `metrics.jsonl` (one record per
-epoch with `alphas_softmax`: per cell type, an edges x ops list of softmax(alpha)) and
-writes two pictures next to it:
+epoch with `alphas_softmax`: per cell type, per edge (named `node <- input`), each op's
+softmax(alpha)) and writes two pictures next to it:
 
 * `alphas.png`: per cell type, a heat-map of the last epoch's softmax(alpha), edges
   (`node <- input`, as `spaces.SearchSpace.edges` orders them) by ops, each edge's
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 
 import numpy as np
 
@@ -26,17 +27,23 @@ from nas_jax.selection.draw import _op_color, have_matplotlib
 ALPHAS_PNG = "alphas.png"
 EVOLUTION_PNG = "alpha_evolution.png"
 
-# How each family names its states (cell inputs, then intermediate nodes): as cells.dot.
-_STATE_NAMES = {
-    "darts": lambda s: ("$c_{k-2}$", "$c_{k-1}$")[s] if s < 2 else str(s - 2),
-    "nb201": str,
-}
-
 
 def edge_labels(space: spaces.SearchSpace) -> list[str]:
-    """`node <- input` per edge id, with the states named as in the cell pictures."""
-    name = _STATE_NAMES.get(space.family, str)
-    return [f"{name(t)} <- {name(j)}" for t, j in space.edges]
+    """`node <- input` per edge id, named as in the logs and decisions.jsonl
+    (`SearchSpace.edge_name`), the cell inputs in mathtext."""
+    return [_math(space.edge_name(e)) for e in range(space.num_edges)]
+
+
+def _math(text: str) -> str:
+    return re.sub(r"(c_\{k(?:-\d)?\})", r"$\1$", text)
+
+
+def alphas_matrix(per_edge) -> list[list[float]]:
+    """A record's softmax(alpha) of one cell type as an edges x ops list: from the named
+    form ({edge name: {op: weight}}) or the list form that earlier versions wrote."""
+    if isinstance(per_edge, dict):
+        return [list(ops.values()) for ops in per_edge.values()]
+    return per_edge
 
 
 def read_alphas(metrics_path: str) -> tuple[list[int], dict[str, np.ndarray]]:
@@ -45,7 +52,9 @@ def read_alphas(metrics_path: str) -> tuple[list[int], dict[str, np.ndarray]]:
     records = [r for r in read_jsonl(metrics_path) if "alphas_softmax" in r]
     epochs = [int(r.get("epoch", i)) for i, r in enumerate(records)]
     types = records[0]["alphas_softmax"].keys() if records else ()
-    return epochs, {t: np.asarray([r["alphas_softmax"][t] for r in records]) for t in types}
+    return epochs, {
+        t: np.asarray([alphas_matrix(r["alphas_softmax"][t]) for r in records]) for t in types
+    }
 
 
 def _op_columns(space: spaces.SearchSpace, cell_type: str) -> list[str] | None:
@@ -133,6 +142,23 @@ def evolution_figure(space: spaces.SearchSpace, epochs: list[int],
     fig.legend(list(handles.values()), list(handles), loc="outside lower center",
                ncol=min(len(handles), 8), fontsize=7)  # fmt: skip
     return fig
+
+
+def tensorboard_images(space: spaces.SearchSpace, title: str = ""):
+    """For `MetricsWriter(images=...)`: a search record -> {"alphas": its heat-map}; None
+    without matplotlib (the run then logs scalars only)."""
+    if not have_matplotlib():
+        return None
+    head = title or f"space {space.name}"
+
+    def images(record) -> dict:
+        if "alphas_softmax" not in record:
+            return {}
+        weights = {t: np.asarray(alphas_matrix(v)) for t, v in record["alphas_softmax"].items()}
+        epoch = record.get("epoch", "?")
+        return {"alphas": heatmap_figure(space, weights, f"{head}: softmax(alpha), epoch {epoch}")}
+
+    return images
 
 
 def write_alpha_plots(workdir: str, space: spaces.SearchSpace, *, title: str = "") -> list[str]:

@@ -1,4 +1,5 @@
-"""What a run shows and leaves: progress lines, metrics.jsonl, TensorBoard scalars."""
+"""What a run shows and leaves: progress lines, metrics.jsonl, TensorBoard scalars and
+pictures."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+
+import numpy as np
 
 logger = logging.getLogger("nas_jax")
 
@@ -80,6 +83,15 @@ def read_jsonl(path: str) -> list[dict]:
     return records
 
 
+def figure_pixels(fig) -> np.ndarray:
+    """A matplotlib Figure rendered (Agg, without pyplot) as an (H, W, 3) uint8 array."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
+
+
 def _jsonable(x):
     if hasattr(x, "tolist"):
         return x.tolist()
@@ -88,11 +100,17 @@ def _jsonable(x):
 
 class MetricsWriter:
     """Appends one JSON object per record to `<workdir>/<name>.jsonl` and mirrors the
-    scalars to TensorBoard event files under `<workdir>/tensorboard`."""
+    scalars to TensorBoard event files under `<workdir>/tensorboard`.
 
-    def __init__(self, workdir: str, name: str = "metrics", *, tensorboard: bool = True):
+    `images(record) -> {tag: matplotlib Figure}` adds pictures of a record to TensorBoard
+    (the search's alpha heat-map); a picture that fails is one warning, then none are
+    drawn."""
+
+    def __init__(self, workdir: str, name: str = "metrics", *, tensorboard: bool = True,
+                 images: Callable[[Mapping], Mapping] | None = None):  # fmt: skip
         self.path = os.path.join(workdir, f"{name}.jsonl")
         self._tb = None
+        self._images = images
         if tensorboard:
             from tensorboardX import SummaryWriter  # pure Python: no TensorFlow needed
 
@@ -116,7 +134,17 @@ class MetricsWriter:
             for k, v in record.items():
                 if isinstance(v, (int, float)) and not isinstance(v, bool):
                     self._tb.add_scalar(k, v, step)
+            if self._images is not None:
+                self._add_images(record, step)
             self._tb.flush()
+
+    def _add_images(self, record: Mapping, step: int) -> None:
+        try:
+            for tag, fig in self._images(record).items():
+                self._tb.add_image(tag, figure_pixels(fig), step, dataformats="HWC")
+        except Exception as e:  # noqa: BLE001 - pictures are extras; the run goes on
+            logger.warning("No more TensorBoard pictures: %s: %s", type(e).__name__, e)
+            self._images = None
 
     def close(self) -> None:
         if self._tb is not None:

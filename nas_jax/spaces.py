@@ -68,6 +68,14 @@ class SearchSpace:
             return ()
         return tuple(t for t, eids in self.node_edges.items() if len(eids) > 2)
 
+    def edge_name(self, edge: int) -> str:
+        """The edge as outputs name it: 'node 0 <- c_{k-2}' (DARTS), 'node 3 <- node 1'
+        (NB201); states named as in the cell pictures (`families.Family.state_name`)."""
+        return families.get_family(self.family).edge_name(edge)
+
+    def state_name(self, state: int) -> str:
+        return families.get_family(self.family).state_name(state)
+
     def reduction_edges(self) -> tuple[bool, ...]:
         """Per edge: True if it reads a cell input (stride 2 inside a reduction cell)."""
         return tuple(j < 2 for _, j in self.edges)

@@ -112,7 +112,8 @@ def run_search_sweep(config, sweep: list[Member], search_data: search_run.Search
     ckpts = [Checkpointer(os.path.join(m.workdir, "checkpoints")) for m in sweep]
     states, start_epoch = _restore_common(ckpts, fresh)
     start_step = start_epoch * setup.steps_per_epoch
-    writers = [MetricsWriter(m.workdir) for m in sweep]
+    images = search_run.alpha_images(config, setup.space)
+    writers = [MetricsWriter(m.workdir, images=images) for m in sweep]
     for w in writers:
         w.truncate_after("epoch", start_epoch)
     progress = Progress("sweep search", setup.total_steps, start_step, config.log_every_seconds)

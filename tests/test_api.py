@@ -32,6 +32,7 @@ NOTEBOOK = textwrap.dedent("""
         "load_equal": again.evaluation == evaluated.evaluation,
         "paths": sorted(again.paths),
         "stages_recorded": sorted(again.config["identity"]),
+        "shown": again.show(),
     }))
 """)
 
@@ -49,5 +50,6 @@ def test_the_api_runs_stage_by_stage_like_a_notebook(tmp_path):
     assert r["evaluated"] == r["selected"] and r["accuracy_finite"] and r["load_equal"]
     assert {"genotype.json", "result.json", "decisions.jsonl", "cells.png"} <= set(r["paths"])
     assert r["stages_recorded"] == ["evaluate", "search", "select"]
+    assert "Selection (pt): 6 decisions" in r["shown"] and "Evaluation (retrain)" in r["shown"]
     # Progress and results are visible without any logging set-up of the caller's.
     assert "Selected genotype (pt)" in out.stderr and "search step" in out.stderr

@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -11,7 +12,7 @@ import pytest
 import tensorflow_datasets as tfds
 from test_data_image_folder import _extract_subset, needs_archive
 
-from nas_jax import checkpoint, config_lib, pipeline
+from nas_jax import checkpoint, config_lib, pipeline, show, spaces
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,6 +53,14 @@ def test_quickstart_smoke_writes_artifacts(tmp_path):
     assert [r["epoch"] for r in records] == [0, 1]
     assert all(np.isfinite(r["train_loss"]) for r in records)
     assert set(records[-1]["alphas_softmax"]) == {"cell"}
+    space = spaces.get_space("nb201")
+    named = records[-1]["alphas_softmax"]["cell"]  # {edge name: {op: weight}}
+    assert list(named) == [space.edge_name(e) for e in range(6)]
+    assert list(named)[:2] == ["node 1 <- node 0", "node 2 <- node 0"]
+    for ops in named.values():
+        assert list(ops) == list(space.edge_ops("cell", 0))
+        assert sum(ops.values()) == pytest.approx(1.0, abs=1e-4)
+    assert "epsilon" not in records[-1]  # DARTS has no perturbation radius
     g = json.loads((tmp_path / "genotype.json").read_text())
     assert g["genotype"]["family"] == "nb201" and g["method"] == "pt"
     magnitude = json.loads((tmp_path / "genotype_magnitude.json").read_text())
@@ -63,6 +72,32 @@ def test_quickstart_smoke_writes_artifacts(tmp_path):
     for d in decisions:  # the choice is the op whose removal hurts most (criterion acc)
         assert len(d["acc"]) == len(d["candidates"]) == 5
         assert d["choice"] == d["candidates"][int(np.argmin(d["acc"]))]
+        assert d["edge_name"] == space.edge_name(d["edge"])
+    assert [d["event"] for d in decisions] == list(range(6))  # 0-based, as the log says
+    if importlib.util.find_spec("matplotlib"):  # the alpha heat-map of every epoch
+        assert tensorboard_tags(tmp_path / "tensorboard" / "metrics", "alphas") == [3, 6]
+    shown = show.format_summary(show.summarize(str(tmp_path)))
+    assert "Search: 2/2 epochs" in shown and "softmax(alpha), cell:" in shown
+    assert f"event 0: cell edge {decisions[0]['edge']} ({decisions[0]['edge_name']}): op " in shown
+    assert f"Selected genotype: {g['text']}" in shown
+
+
+def tensorboard_tags(folder, tag):
+    """The steps at which the event files under `folder` hold an image named `tag`."""
+    from tensorboardX.proto import event_pb2
+
+    steps = []
+    for path in sorted(folder.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        at = 0
+        while at < len(data):  # TFRecord: length (8), its crc (4), payload, crc (4)
+            (n,) = struct.unpack("<Q", data[at : at + 8])
+            event = event_pb2.Event.FromString(data[at + 12 : at + 12 + n])
+            at += 16 + n
+            for v in event.summary.value:
+                if v.tag == tag and v.image.encoded_image_string.startswith(b"\x89PNG"):
+                    steps.append(event.step)
+    return steps
 
 
 def _state_leaves(workdir, config):
@@ -171,6 +206,12 @@ def test_config_families_smoke_search_and_select_on_mocked_cifar10(
         assert sorted(d["edge"] for d in ops if d["cell_type"] == cell) == list(range(14))
         nodes = [d for d in decisions if d["kind"] != "op" and d["cell_type"] == cell]
         assert len(nodes) == 3
+        space = spaces.get_space(config.model.space)
+        for d in nodes:  # readable next to the indices: node 2 is state 4, 'node 2 <- ...'
+            assert d["node_name"] == f"node {d['node'] - 2}"
+            assert d["candidate_names"] == [space.edge_name(e) for e in d["candidates"]]
+            assert d["choice_names"] == [space.edge_name(e) for e in d["choice"]]
+            assert all(n.startswith(d["node_name"] + " <- ") for n in d["choice_names"])
     chosen = {(d["cell_type"], d["edge"]): d["choice"] for d in ops}
     for cell in ("normal", "reduce"):  # the kept edges carry the PT-chosen ops
         for op, _ in g["genotype"][cell]:

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from nas_jax import genotype, plots, spaces
+from nas_jax.search import run as search_run
 from nas_jax.selection import draw
 
 NB201_TEXT = (
@@ -110,11 +111,34 @@ def test_alpha_pictures_from_a_metrics_log(name, tmp_path):
 
 def test_edge_labels_follow_the_space_edges():
     assert plots.edge_labels(spaces.SPACES.get("nb201")) == [
-        "1 <- 0", "2 <- 0", "2 <- 1", "3 <- 0", "3 <- 1", "3 <- 2"
+        "node 1 <- node 0", "node 2 <- node 0", "node 2 <- node 1", "node 3 <- node 0",
+        "node 3 <- node 1", "node 3 <- node 2",
     ]  # fmt: skip
     darts = plots.edge_labels(spaces.SPACES.get("s5"))
-    assert darts[:3] == ["0 <- $c_{k-2}$", "0 <- $c_{k-1}$", "1 <- $c_{k-2}$"]
-    assert darts[-1] == "3 <- 2" and len(darts) == 14
+    assert darts[:3] == ["node 0 <- $c_{k-2}$", "node 0 <- $c_{k-1}$", "node 1 <- $c_{k-2}$"]
+    assert darts[-1] == "node 3 <- node 2" and len(darts) == 14
+
+
+def test_named_and_list_alpha_records_read_alike(tmp_path):
+    """metrics.jsonl names every weight ({edge: {op: w}}); records of earlier versions
+    (edges x ops lists) still draw."""
+    space = spaces.SPACES.get("s1")  # two different ops per edge
+    rng = np.random.default_rng(0)
+    w = rng.dirichlet(np.ones(2), size=(2, 14))
+    named = search_run.named_alphas(space, {"normal": w[0], "reduce": w[1]})
+    assert list(named["normal"]) == [space.edge_name(e) for e in range(14)]
+    assert list(named["normal"]["node 0 <- c_{k-2}"]) == list(space.edge_ops("normal", 0))
+    assert named["reduce"]["node 3 <- node 2"][space.edge_ops("reduce", 13)[1]] == round(
+        float(w[1, 13, 1]), 5
+    )
+    lines = [
+        {"epoch": 0, "alphas_softmax": named},
+        {"epoch": 1, "alphas_softmax": {"normal": w[0].tolist(), "reduce": w[1].tolist()}},
+    ]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+    epochs, read = plots.read_alphas(str(tmp_path / "metrics.jsonl"))
+    assert epochs == [0, 1] and read["reduce"].shape == (2, 14, 2)
+    np.testing.assert_allclose(read["normal"][0], read["normal"][1], atol=5e-6)
 
 
 def test_no_alpha_records_no_pictures(tmp_path):

@@ -41,6 +41,9 @@ class Family:
     auxiliary_head: its evaluation network can have the auxiliary head.
     benchmark_lookup: its cells can be looked up in a tabular benchmark (NB201).
     min_layers: the fewest cells (`layers`) of a network with every cell type in it.
+    cell_inputs: names of the states that are the cell's inputs (DARTS: the two previous
+        cells' outputs); the states after them are the nodes, numbered from 0 as in the
+        cell pictures. Outputs name states with `state_name` and edges with `edge_name`.
     """
 
     name: str
@@ -61,6 +64,17 @@ class Family:
     auxiliary_head: bool
     benchmark_lookup: bool = False
     min_layers: int = 1
+    cell_inputs: tuple[str, ...] = ()
+
+    def state_name(self, state: int) -> str:
+        """'c_{k-1}' for a cell input, 'node 2' for an intermediate node."""
+        n = len(self.cell_inputs)
+        return self.cell_inputs[state] if state < n else f"node {state - n}"
+
+    def edge_name(self, edge: int) -> str:
+        """'node 0 <- c_{k-2}': the edge's target state, then its input state."""
+        target, source = self.edges[edge]
+        return f"{self.state_name(target)} <- {self.state_name(source)}"
 
 
 FAMILIES: Registry[Family] = Registry("space family")

@@ -186,5 +186,6 @@ FAMILY = FAMILIES.register(
         final_tune_epochs=1,  # the reference tunes one epoch after the last event
         auxiliary_head=True,
         min_layers=3,  # reduction cells at L//3 and 2L//3: a normal cell needs L >= 3
+        cell_inputs=("c_{k-2}", "c_{k-1}"),
     ),
 )

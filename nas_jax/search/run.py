@@ -222,15 +222,15 @@ class SearchStage:
         ev = self.evaluate(state, sd.valid_x, sd.valid_y, key, self.config.data.eval_batches)
         record.update({f"valid_eval_{k}": v for k, v in ev.items()})
         weights = arch.mixing_weights(state.arch)
-        record["alphas_softmax"] = {t: np.asarray(w).round(5).tolist() for t, w in weights.items()}
+        record["alphas_softmax"] = named_alphas(setup.space, weights)
         record["genotype"] = genotype.derive_genotype(setup.space, weights).to_text()
         return record
 
     def progress_fields(self, records) -> dict:
         accs = [r["valid_eval_acc"] for r in records]
         if len(records) == 1:
-            return {"train_loss": records[0]["train_loss"], "valid_acc": accs[0]}
-        return {"valid_acc_mean": float(np.mean(accs)), "valid_acc_min": min(accs)}
+            return {"train_loss": records[0]["train_loss"], "valid_eval_acc": accs[0]}
+        return {"valid_eval_acc_mean": float(np.mean(accs)), "valid_eval_acc_min": min(accs)}
 
     def checkpoint_due(self, epoch: int) -> bool:
         s = self.config.search
@@ -238,6 +238,27 @@ class SearchStage:
 
     def checkpoint_meta(self, epoch: int, member: int) -> dict:
         return {"epoch": epoch + 1, "stage": "search"}
+
+
+def named_alphas(space: spaces.SearchSpace, weights) -> dict:
+    """softmax(alpha) as metrics.jsonl records it: {cell type: {edge name: {op: weight}}}
+    (edge names `SearchSpace.edge_name`, in edge-id order; ops in alpha-column order),
+    rounded to 5 decimals."""
+    out = {}
+    for t, w in weights.items():
+        rows = np.asarray(w, np.float64).round(5).tolist()
+        out[t] = {
+            space.edge_name(e): dict(zip(space.edge_ops(t, e), row, strict=True))
+            for e, row in enumerate(rows)
+        }
+    return out
+
+
+def alpha_images(config, space: spaces.SearchSpace):
+    """The TensorBoard picture of each search record (`plots.tensorboard_images`)."""
+    from nas_jax import plots  # matplotlib is optional and loaded only when drawing
+
+    return plots.tensorboard_images(space, f"{config.search.method} search")
 
 
 def run_search(config, workdir: str, search_data: SearchData | None = None):
@@ -254,7 +275,7 @@ def run_search(config, workdir: str, search_data: SearchData | None = None):
         logger.info("Resumed search from step %d (epoch %d)", int(state.step), meta["epoch"])
     start_step = int(state.step)
     start_epoch = start_step // setup.steps_per_epoch
-    metrics = MetricsWriter(workdir)
+    metrics = MetricsWriter(workdir, images=alpha_images(config, setup.space))
     metrics.truncate_after("epoch", start_epoch)
     progress = Progress("search", setup.total_steps, start_step, config.log_every_seconds)
     if start_step >= setup.total_steps:

@@ -107,7 +107,8 @@ def decide(ctx: selectors.SelectionContext, selector: selectors.Selector, state,
                 f"Edge {d.target} of {t} is already decided: checkpoint/plan mismatch"
             )
         names = ctx.space.edge_ops(t, d.target)
-        record.update(edge=int(d.target), candidates=list(names))
+        record.update(edge=int(d.target), edge_name=ctx.space.edge_name(d.target),
+                      candidates=list(names))  # fmt: skip
         op, fields, state = selector.decide_op(ctx, state, key, t, d.target)
         record.update(fields, choice=names[op], choice_index=int(op))
         state = state._replace(arch=arch.decide_op(state.arch, t, d.target, op))
@@ -116,15 +117,33 @@ def decide(ctx: selectors.SelectionContext, selector: selectors.Selector, state,
             raise RuntimeError(
                 f"Node {d.target} of {t} is already decided: checkpoint/plan mismatch"
             )
-        record.update(node=int(d.target), candidates=list(ctx.space.node_edges[d.target]))
+        edges = ctx.space.node_edges[d.target]
+        record.update(node=int(d.target), node_name=ctx.space.state_name(d.target),
+                      candidates=list(edges),
+                      candidate_names=[ctx.space.edge_name(e) for e in edges])  # fmt: skip
         kept, fields, state = selector.decide_node(ctx, state, key, t, d.target)
-        record.update(fields, choice=[int(e) for e in kept])
+        record.update(fields, choice=[int(e) for e in kept],
+                      choice_names=[ctx.space.edge_name(int(e)) for e in kept])  # fmt: skip
         state = state._replace(arch=arch.prune_node(state.arch, ctx.space, t, d.target, kept))
     if ctx.options.log_accuracy:  # on the batches of the first scoring pass
         for when, a in (("before", before), ("after", state.arch)):
             acc, loss = ctx.evaluate(state, jax.random.fold_in(key, 0), a)
             record[f"valid_acc_{when}"], record[f"valid_loss_{when}"] = acc, loss
     return state, record
+
+
+def describe_decision(record: dict) -> str:
+    """One decisions.jsonl record in words: 'cell edge 3 (node 2 <- node 0): op
+    nor_conv_1x1', 'normal node 2: keeps edges 5 (node 2 <- c_{k-2}), 7 (node 2 <- node 0)'.
+    Records of earlier versions, without the names, are shown with indices only."""
+    t = record["cell_type"]
+    if record["kind"] == "op":
+        name = f" ({record['edge_name']})" if "edge_name" in record else ""
+        return f"{t} edge {record['edge']}{name}: op {record['choice']}"
+    names = record.get("choice_names") or [None] * len(record["choice"])
+    kept = ", ".join(f"{e} ({n})" if n else str(e) for e, n in zip(record["choice"], names))
+    node = record.get("node_name", f"state {record['node']}")
+    return f"{t} {node}: keeps edges {kept}"
 
 
 def _warn_none_kept(space, a: arch.ArchState) -> None:
@@ -165,7 +184,7 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
     if restored is not None:
         state, meta = restored
         start_event, start_step = meta["event"] + 1, meta["start_step"]
-        logger.info("Resumed selection after event %d of %d", meta["event"] + 1, len(plan))
+        logger.info("Resumed selection after event %d (of %d)", meta["event"], len(plan))
     decision_log = MetricsWriter(workdir, "decisions", tensorboard=False)
     tune_log = MetricsWriter(workdir, "select_metrics")
     for writer in (decision_log, tune_log):
@@ -195,8 +214,7 @@ def select(config, workdir: str, search_state, setup, search_data) -> SelectResu
                 key = jax.random.fold_in(jax.random.fold_in(keys.score, ev.index), j)
                 state, record = decide(ctx, selector, state, key, ev, d)
                 decision_log.write(ev.index, record)
-                what = f"{d.cell_type} {d.kind} {d.target}"
-                logger.info("Event %d/%d %s -> %s", ev.index + 1, len(plan), what, record["choice"])
+                logger.info("Event %d (of %d): %s", ev.index, len(plan), describe_decision(record))
             stage.event = ev.index
             state = loop.run(state, range(ev.epoch, ev.epoch + ev.tune_epochs))
             meta = {"event": ev.index, "start_step": start_step, "stage": "select"}

@@ -205,7 +205,8 @@ class Scorer:
 
     def _accumulate(self, carry, variables, weights, index, split, key, b, *, kind, cell_type):
         self.trace_counts[(kind, cell_type)] += 1  # Python side effect: runs when tracing
-        logger.info("Compiling the %s scorer (cell type %s)", kind, cell_type)
+        where = "all cell types" if cell_type is None else f"cell type {cell_type}"
+        logger.info("Compiling the %s scorer (%s)", kind, where)
         k_data, k_noise = jax.random.split(key)
         x, y, mask_B = draw_batch(self.protocol, *split, k_data, b)
         k_noise = jax.random.fold_in(k_noise, b)
