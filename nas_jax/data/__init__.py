@@ -31,7 +31,7 @@ from nas_jax.data.dataset import (
     make_dataset,
     split_train_valid,
 )
-from nas_jax.data.image_folder import convert_image_folder, load_image_folder
+from nas_jax.data.image_folder import convert_image_folder, load_image_folder, resolve_cache_dir
 from nas_jax.data.sampling import (
     SAMPLERS,
     epoch_batch_indices,
@@ -48,7 +48,8 @@ from nas_jax.registry import Registry
 class DatasetSpec:
     """A dataset the runs can name in `config.data.name`.
 
-    load: `(split, *, data_dir, folder=None) -> Dataset`, the whole split in host memory
+    load: `(split, *, data_dir) -> Dataset` (with `needs_folder`: also `folder` and
+        `cache_dir`, where its conversion is kept), the whole split in host memory
         (mean/std come with it); `DatasetNotPreparedError` when files are missing,
         `DataError` (a ValueError) when they are malformed.
     image_size: pixels per side, or None where the files decide (image folders).
@@ -94,19 +95,25 @@ for _spec in (
 
 
 def load_dataset(
-    name: str, split: str, *, data_dir: str | None, folder: str | None = None
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None,
+    folder: str | None = None,
+    cache_dir: str | None = None,
 ) -> Dataset:
     """Loads a whole split into host memory.
 
     `folder` is the image root for datasets that read one ("image_folder", converted
-    once into a TFDS dataset under `data_dir`). Raises `DatasetNotPreparedError` when
-    files are missing; nothing is ever downloaded.
+    once into a TFDS dataset under `cache_dir`, default `resolve_cache_dir('')`). Raises
+    `DatasetNotPreparedError` when files are missing; nothing is ever downloaded.
     """
     spec = DATASETS.get(name)
     if spec.needs_folder:
-        return spec.load(split, data_dir=data_dir, folder=folder)
-    if folder is not None:
-        raise ValueError(f"folder= is only used by 'image_folder', not by {name!r}")
+        return spec.load(split, data_dir=data_dir, folder=folder, cache_dir=cache_dir)
+    for key, value in (("folder", folder), ("cache_dir", cache_dir)):
+        if value is not None:
+            raise ValueError(f"{key}= is only used by 'image_folder', not by {name!r}")
     return spec.load(split, data_dir=data_dir)
 
 
@@ -135,6 +142,7 @@ __all__ = [
     "random_crop_flip",
     "random_flip",
     "register",
+    "resolve_cache_dir",
     "split_train_valid",
     "steps_per_epoch",
 ]
