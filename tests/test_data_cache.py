@@ -1,5 +1,5 @@
 """Image-folder conversions (issue 16): in nas_jax's cache (`data.cache_dir`), quiet, atomic,
-reused while the folder is unchanged."""
+reused while the folder is unchanged; outputs name the folder the user gave."""
 
 import json
 import logging
@@ -10,10 +10,12 @@ import sys
 import numpy as np
 import pytest
 from PIL import Image
+from test_evaluate import ALL_SKIP, write_table
 from test_main import ROOT, load_config
 
-from nas_jax import config_doc, config_lib, data, pipeline, workdir
+from nas_jax import config_doc, config_lib, data, evaluation, genotype, pipeline, workdir
 from nas_jax.data import image_folder
+from nas_jax.evaluation import retrain
 from nas_jax.search import run as search_run
 
 
@@ -178,3 +180,44 @@ def test_the_stages_pass_cache_dir_to_image_folders_only():
     assert "cache_dir" not in search_run.dataset_kwargs(config.data)
     with pytest.raises(ValueError, match="cache_dir= is only used by 'image_folder'"):
         data.load_dataset("digits", "train", data_dir=None, cache_dir="/c")
+
+
+# --------------------------------------------------------------------------- result.json
+
+
+def test_result_json_names_the_image_folder(tmp_path, monkeypatch, caplog):
+    caplog.set_level(logging.INFO, "nas_jax")
+    numbers = dict(test_accuracy=50.0, test_error=50.0, epochs=1, test_examples=4,
+                   best_test_accuracy=50.0, best_epoch=0, params_M=0.001)  # fmt: skip
+    monkeypatch.setattr(retrain, "retrain", lambda *args: (dict(numbers), None))
+    monkeypatch.chdir(tmp_path)
+    config = load_config("evaluate", "dataset=image_folder,smoke")
+    config.data.folder = "pets"  # relative: result.json records the absolute path
+    g = genotype.get_genotype("DARTS_V2")
+    result = evaluation.run_evaluate(config, str(tmp_path), g)
+    label = f"image_folder:{tmp_path / 'pets'}"
+    assert result["dataset"] == label
+    assert json.loads((tmp_path / "result.json").read_text())["dataset"] == label
+    assert f"  {label}: final-epoch test accuracy 50.00%" in caplog.text
+    assert result["test_accuracy"] == 50.0  # the numbers pass through unchanged
+    # Control: a dataset that is not a folder keeps its registry name.
+    config.data.name = "digits"
+    assert evaluation.run_evaluate(config, str(tmp_path), g)["dataset"] == "digits"
+
+
+def test_a_lookup_names_the_benchmark_column_it_reports(tmp_path, caplog):
+    caplog.set_level(logging.INFO, "nas_jax")
+    config = load_config("evaluate", "dataset=image_folder")
+    config.data.folder = str(tmp_path / "pets")
+    config.evaluate.nb201_table = write_table(tmp_path / "table.csv")
+    result = evaluation.run_evaluate(config, str(tmp_path), genotype.get_genotype(ALL_SKIP))
+    assert result["dataset"] == "cifar10" and result["test_accuracy"] == 54.2967
+    assert "data.name='image_folder' has no NAS-Bench-201 column" in caplog.text
+    assert "(result: cifar10)" in caplog.text
+    caplog.clear()  # control: a dataset with a column reports it, without a warning
+    config.data.name = "cifar100"
+    assert (
+        evaluation.run_evaluate(config, str(tmp_path), genotype.get_genotype(ALL_SKIP))["dataset"]
+        == "cifar100"
+    )
+    assert "no NAS-Bench-201 column" not in caplog.text

@@ -10,6 +10,7 @@ x_BxHxWxC = augment_batch(aug_key, x_BxHxWxC, mean=ds.mean, std=ds.std, pad=4)
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 from nas_jax.data import sources
@@ -117,6 +118,14 @@ def load_dataset(
     return spec.load(split, data_dir=data_dir)
 
 
+def dataset_label(name: str, folder: str = "") -> str:
+    """How outputs (result.json, log lines) name the dataset a run reads: the registry name,
+    with the folder's absolute path for a dataset read from one ('image_folder:/abs/path')."""
+    if DATASETS.get(name).needs_folder and folder:
+        return f"{name}:{os.path.abspath(os.path.expanduser(folder))}"
+    return name
+
+
 __all__ = [
     "DATASETS",
     "SAMPLERS",
@@ -129,6 +138,7 @@ __all__ = [
     "convert_image_folder",
     "cutout",
     "cutout_mask",
+    "dataset_label",
     "default_pad",
     "epoch_batch_indices",
     "epoch_batch_mask",

@@ -344,6 +344,6 @@ def load_image_folder(
         num_classes=label_feature.num_classes,
         mean=tuple(builder.info.metadata["mean"]),
         std=tuple(builder.info.metadata["std"]),
-        name=f"image_folder:{os.path.abspath(folder)}",
+        name=f"image_folder:{os.path.abspath(folder)}",  # as `data.dataset_label` names it
         class_names=tuple(label_feature.names),
     )
