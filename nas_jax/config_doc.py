@@ -24,8 +24,10 @@ MEANINGS = {
     "compute_dtype": "dtype of the networks' arithmetic (parameters and optimizer stay float32)",
     "xla_cache_dir": "XLA's persistent compilation cache ('' = off)",
     "data.name": "the dataset",
-    "data.data_dir": "where TFDS datasets are prepared (array_record)",
+    "data.data_dir": "where TFDS datasets are prepared (array_record; not image folders)",
     "data.folder": "data.name=image_folder: the folder with train/<class>/*.jpg",
+    "data.cache_dir": "image folders are converted once into <cache_dir>/image_folder/ "
+    "('' = $XDG_CACHE_HOME/nas_jax or ~/.cache/nas_jax)",
     "data.train_portion": "search: the fraction of the train split that trains the weights; "
     "the rest trains alpha and scores PT",
     "data.batch_size": "search and selection batch size",

@@ -204,6 +204,9 @@ def base_config() -> ml_collections.ConfigDict:
         name="cifar10",
         data_dir="~/tensorflow_datasets",
         folder="",  # image_folder: the folder with train/<class>/*.jpg
+        # Where image folders are converted (once) for reading: <cache_dir>/image_folder/.
+        # '' = $XDG_CACHE_HOME/nas_jax, else ~/.cache/nas_jax.
+        cache_dir="",
         train_portion=0.5,
         batch_size=64,
         sampler="iid",  # the reference's independent random batches; 'epoch' = shuffled passes

@@ -126,7 +126,8 @@ def check(config, workdir: str | None = None, **flags) -> list[str]:
         members = sweep.members(config, workdir or ".") if config.num_seeds > 1 else None
         _resolve_inputs(config, workdir or ".", members)
     lines = [f"config ok: stages {', '.join(config.stages)}, space {config.model.space}, "
-             f"data {config.data.name}, seeds {config.num_seeds}"]  # fmt: skip
+             f"data {data.dataset_label(config.data.name, config.data.folder)}, "
+             f"seeds {config.num_seeds}"]  # fmt: skip
     if workdir:
         places = [(config, workdir)] + [(m.config, m.workdir) for m in members or ()]
         plans = [workdir_lib.plan(w, c, resolved, **flags) for c, w in places]

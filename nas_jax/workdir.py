@@ -52,7 +52,7 @@ STAGE_KEYS = {
     "evaluate": (*_COMMON, "evaluate", "genotype"),
 }
 # Paths that locate an input rather than define it: the same dataset elsewhere is fine.
-_LOCATIONS = frozenset({"data.data_dir"})
+_LOCATIONS = frozenset({"data.data_dir", "data.cache_dir"})
 # Keys whose increase continues a stage (with `extend=True`): the stage -> its key.
 EXTENSIONS = {"search": "search.epochs", "evaluate": "evaluate.epochs"}
 # What each stage writes (files and folders of a workdir), removed when a stage is redone.

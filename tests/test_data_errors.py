@@ -43,7 +43,9 @@ def make_folder(root, counts, ext="png", split="train"):
 
 def test_truncated_jpeg_names_the_file(tmp_path):
     root = make_folder(tmp_path / "pets", {"ant": 3, "bee": 3}, ext="jpg")
-    ds = load_dataset("image_folder", "train", data_dir=str(tmp_path / "d"), folder=str(root))
+    ds = load_dataset(
+        "image_folder", "train", data_dir=None, folder=str(root), cache_dir=str(tmp_path / "d")
+    )
     assert len(ds.labels) == 6  # control: the intact folder converts
     bad = root / "train" / "bee" / "1.jpg"
     bad.write_bytes(bad.read_bytes()[: bad.stat().st_size // 2])
@@ -67,11 +69,15 @@ def test_undecodable_image_names_the_file(tmp_path):
 def test_one_class_folder_is_an_error(tmp_path):
     root = make_folder(tmp_path / "cats", {"cat": 4})
     with pytest.raises(DataError) as info:
-        load_dataset("image_folder", "train", data_dir=str(tmp_path / "d"), folder=str(root))
+        load_dataset(
+            "image_folder", "train", data_dir=None, folder=str(root), cache_dir=str(tmp_path / "d")
+        )
     message = one_line(info.value)
     assert str(root / "train") in message and "'cat'" in message and "2 classes" in message
     make_folder(root, {"dog": 4})  # control: two classes
-    ds = load_dataset("image_folder", "train", data_dir=str(tmp_path / "d"), folder=str(root))
+    ds = load_dataset(
+        "image_folder", "train", data_dir=None, folder=str(root), cache_dir=str(tmp_path / "d")
+    )
     assert ds.num_classes == 2 and sorted(np.bincount(ds.labels)) == [4, 4]
 
 

@@ -54,9 +54,9 @@ def _make_folder(root, shape=(5, 4, 3)):
 def test_round_trip_labels_pixels_and_stats(tmp_path):
     root = tmp_path / "pets"
     pngs = _make_folder(root)
-    data_dir = str(tmp_path / "tfds")
-    train = load_dataset("image_folder", "train", data_dir=data_dir, folder=str(root))
-    test = load_dataset("image_folder", "test", data_dir=data_dir, folder=str(root))
+    cache = str(tmp_path / "cache")
+    train = load_dataset("image_folder", "train", data_dir=None, cache_dir=cache, folder=str(root))
+    test = load_dataset("image_folder", "test", data_dir=None, cache_dir=cache, folder=str(root))
 
     assert train.class_names == ("ant", "bee", "cat") and train.num_classes == 3
     assert train.images.shape == (13, 5, 4, 3) and test.images.shape == (6, 5, 4, 3)
@@ -87,13 +87,15 @@ def test_round_trip_labels_pixels_and_stats(tmp_path):
 def test_conversion_is_cached_and_location_independent(tmp_path, monkeypatch):
     root = tmp_path / "a" / "pets"
     _make_folder(root)
-    data_dir = str(tmp_path / "tfds")
-    first_dir = convert_image_folder(str(root), data_dir)
+    cache = str(tmp_path / "cache")
+    first_dir = convert_image_folder(str(root), cache)
     info = Path(first_dir) / "dataset_info.json"
     assert info.is_file() and json.loads(info.read_text())["fileFormat"] == "array_record"
     assert any(p.name.startswith(image_folder.BUILDER_NAME) for p in Path(first_dir).iterdir())
     before = info.stat().st_mtime_ns
-    expected = load_dataset("image_folder", "train", data_dir=data_dir, folder=str(root))
+    expected = load_dataset(
+        "image_folder", "train", data_dir=None, cache_dir=cache, folder=str(root)
+    )
 
     def fail(*args, **kwargs):
         raise AssertionError("decoded again instead of reusing the conversion")
@@ -101,9 +103,9 @@ def test_conversion_is_cached_and_location_independent(tmp_path, monkeypatch):
     monkeypatch.setattr(image_folder, "decode_split", fail)
     moved = tmp_path / "b" / "pets"
     shutil.copytree(root, moved)
-    assert convert_image_folder(str(root), data_dir) == first_dir
-    assert convert_image_folder(str(moved), data_dir) == first_dir
-    again = load_dataset("image_folder", "train", data_dir=data_dir, folder=str(moved))
+    assert convert_image_folder(str(root), cache) == first_dir
+    assert convert_image_folder(str(moved), cache) == first_dir
+    again = load_dataset("image_folder", "train", data_dir=None, cache_dir=cache, folder=str(moved))
     np.testing.assert_array_equal(again.images, expected.images)
     np.testing.assert_array_equal(again.labels, expected.labels)
     assert info.stat().st_mtime_ns == before
@@ -111,7 +113,7 @@ def test_conversion_is_cached_and_location_independent(tmp_path, monkeypatch):
     # negative control: changed content is a new dataset, so it is decoded (and fails here)
     Image.fromarray(np.zeros((5, 4, 3), np.uint8)).save(moved / "train" / "ant" / "new.png")
     with pytest.raises(AssertionError, match="decoded again"):
-        convert_image_folder(str(moved), data_dir)
+        convert_image_folder(str(moved), cache)
 
 
 def test_grayscale_and_train_only_folder(tmp_path):
@@ -119,13 +121,17 @@ def test_grayscale_and_train_only_folder(tmp_path):
     pngs = _make_folder(root, shape=(3, 3, 1))
     shutil.rmtree(root / "test")
     (root / "train" / "bee" / "flat.JPG").unlink()
-    ds = load_dataset("image_folder", "train", data_dir=str(tmp_path / "d"), folder=str(root))
+    ds = load_dataset(
+        "image_folder", "train", data_dir=None, cache_dir=str(tmp_path / "d"), folder=str(root)
+    )
     assert ds.images.shape == (12, 3, 3, 1) and len(ds.mean) == 1
     assert any(
         np.array_equal(ds.images[0], p) for p in pngs[("train", ds.class_names[ds.labels[0]])]
     )
     with pytest.raises(ValueError, match="valid splits: train"):
-        load_dataset("image_folder", "test", data_dir=str(tmp_path / "d"), folder=str(root))
+        load_dataset(
+            "image_folder", "test", data_dir=None, cache_dir=str(tmp_path / "d"), folder=str(root)
+        )
 
 
 def test_mixed_sizes_and_bad_layouts_raise(tmp_path):
@@ -166,9 +172,9 @@ def _extract_subset(dest, per_class):
 def test_real_cifar10_jpeg_subset(tmp_path):
     root = tmp_path / "cifar10"
     _extract_subset(root, {"train": 20, "test": 5})
-    data_dir = str(tmp_path / "tfds")
-    train = load_dataset("image_folder", "train", data_dir=data_dir, folder=str(root))
-    test = load_dataset("image_folder", "test", data_dir=data_dir, folder=str(root))
+    cache = str(tmp_path / "cache")
+    train = load_dataset("image_folder", "train", data_dir=None, cache_dir=cache, folder=str(root))
+    test = load_dataset("image_folder", "test", data_dir=None, cache_dir=cache, folder=str(root))
     assert train.class_names == CIFAR10_CLASSES
     assert train.images.shape == (200, 32, 32, 3) and test.images.shape == (
         50,
@@ -187,9 +193,9 @@ def test_real_cifar10_jpeg_full(tmp_path):
     root = tmp_path / "cifar10"
     with tarfile.open(ARCHIVE, "r:gz") as archive:
         archive.extractall(root, filter="data")
-    data_dir = str(tmp_path / "tfds")
-    train = load_dataset("image_folder", "train", data_dir=data_dir, folder=str(root))
-    test = load_dataset("image_folder", "test", data_dir=data_dir, folder=str(root))
+    cache = str(tmp_path / "cache")
+    train = load_dataset("image_folder", "train", data_dir=None, cache_dir=cache, folder=str(root))
+    test = load_dataset("image_folder", "test", data_dir=None, cache_dir=cache, folder=str(root))
     assert train.images.shape == (50000, 32, 32, 3) and test.images.shape == (
         10000,
         32,

@@ -249,7 +249,7 @@ def test_search_on_real_cifar10_jpegs_through_image_folder(tmp_path, no_network)
     folder = tmp_path / "cifar10"
     _extract_subset(folder, {"train": 8, "test": 2})
     config = load_config("nb201", "smoke,dataset=image_folder")
-    config.data.update(folder=str(folder), data_dir=str(tmp_path / "tfds"))
+    config.data.update(folder=str(folder), cache_dir=str(tmp_path / "cache"))
     pipeline.run(config, str(tmp_path / "run"))
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
     assert len(records) == config.search.epochs and np.isfinite(records[-1]["train_loss"])

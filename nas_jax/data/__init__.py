@@ -10,6 +10,7 @@ x_BxHxWxC = augment_batch(aug_key, x_BxHxWxC, mean=ds.mean, std=ds.std, pad=4)
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 
 from nas_jax.data import sources
@@ -31,7 +32,7 @@ from nas_jax.data.dataset import (
     make_dataset,
     split_train_valid,
 )
-from nas_jax.data.image_folder import convert_image_folder, load_image_folder
+from nas_jax.data.image_folder import convert_image_folder, load_image_folder, resolve_cache_dir
 from nas_jax.data.sampling import (
     SAMPLERS,
     epoch_batch_indices,
@@ -48,7 +49,8 @@ from nas_jax.registry import Registry
 class DatasetSpec:
     """A dataset the runs can name in `config.data.name`.
 
-    load: `(split, *, data_dir, folder=None) -> Dataset`, the whole split in host memory
+    load: `(split, *, data_dir) -> Dataset` (with `needs_folder`: also `folder` and
+        `cache_dir`, where its conversion is kept), the whole split in host memory
         (mean/std come with it); `DatasetNotPreparedError` when files are missing,
         `DataError` (a ValueError) when they are malformed.
     image_size: pixels per side, or None where the files decide (image folders).
@@ -94,20 +96,34 @@ for _spec in (
 
 
 def load_dataset(
-    name: str, split: str, *, data_dir: str | None, folder: str | None = None
+    name: str,
+    split: str,
+    *,
+    data_dir: str | None,
+    folder: str | None = None,
+    cache_dir: str | None = None,
 ) -> Dataset:
     """Loads a whole split into host memory.
 
     `folder` is the image root for datasets that read one ("image_folder", converted
-    once into a TFDS dataset under `data_dir`). Raises `DatasetNotPreparedError` when
-    files are missing; nothing is ever downloaded.
+    once into a TFDS dataset under `cache_dir`, default `resolve_cache_dir('')`). Raises
+    `DatasetNotPreparedError` when files are missing; nothing is ever downloaded.
     """
     spec = DATASETS.get(name)
     if spec.needs_folder:
-        return spec.load(split, data_dir=data_dir, folder=folder)
-    if folder is not None:
-        raise ValueError(f"folder= is only used by 'image_folder', not by {name!r}")
+        return spec.load(split, data_dir=data_dir, folder=folder, cache_dir=cache_dir)
+    for key, value in (("folder", folder), ("cache_dir", cache_dir)):
+        if value is not None:
+            raise ValueError(f"{key}= is only used by 'image_folder', not by {name!r}")
     return spec.load(split, data_dir=data_dir)
+
+
+def dataset_label(name: str, folder: str = "") -> str:
+    """How outputs (result.json, log lines) name the dataset a run reads: the registry name,
+    with the folder's absolute path for a dataset read from one ('image_folder:/abs/path')."""
+    if DATASETS.get(name).needs_folder and folder:
+        return f"{name}:{os.path.abspath(os.path.expanduser(folder))}"
+    return name
 
 
 __all__ = [
@@ -122,6 +138,7 @@ __all__ = [
     "convert_image_folder",
     "cutout",
     "cutout_mask",
+    "dataset_label",
     "default_pad",
     "epoch_batch_indices",
     "epoch_batch_mask",
@@ -135,6 +152,7 @@ __all__ = [
     "random_crop_flip",
     "random_flip",
     "register",
+    "resolve_cache_dir",
     "split_train_valid",
     "steps_per_epoch",
 ]

@@ -3,15 +3,21 @@
 The conversion decodes every image with Pillow and writes a TFDS dataset in
 array_record format with a custom `GeneratorBasedBuilder` (no TensorFlow needed;
 `tfds.dataset_builders.store_as_tfds_dataset` cannot be used because its adhoc
-builder touches `tf.data`). It lives in
+builder touches `tf.data`). It lives in nas_jax's cache (`config.data.cache_dir`;
+'' = `$XDG_CACHE_HOME/nas_jax`, else `~/.cache/nas_jax`), not in a TFDS data_dir:
 
-    <data_dir>/nas_jax_image_folder/<folder name>_<fingerprint>/1.0.0/
+    <cache_dir>/image_folder/<folder name>_<fingerprint>/
 
 where the fingerprint hashes every image's relative path, byte size and mtime
 (seconds), so the same images are converted once wherever the folder sits (copies
 that keep mtimes, e.g. `cp -p`, tar extraction) and changed images get a new
-dataset. Nothing deletes superseded conversions. Features: `image` = uint8
-Tensor(H, W, C) stored as raw bytes, `label` = ClassLabel
+dataset. A conversion is built in `<name>.incomplete-*` next to its target and renamed
+into place when complete, so an interrupted one is never read (its leftover folder can be
+deleted). Nothing deletes superseded conversions (`rm -r <cache_dir>/image_folder` does).
+TFDS's own output (progress bars, "Downloading and preparing", absl lines) is silenced;
+one log line says what is converted or reused.
+
+Features: `image` = uint8 Tensor(H, W, C) stored as raw bytes, `label` = ClassLabel
 with the class folder names sorted alphabetically (label id = rank). Metadata:
 per-channel mean/std of the train split (pixel / 255) and the source folder.
 
@@ -22,9 +28,12 @@ split (SPEC 6.1) gets all classes in both halves, like torchvision's CIFAR order
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import logging
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 
@@ -49,6 +58,17 @@ ORDER_SEED = 0
 FEW_IMAGES_PER_CLASS = 10  # fewer train images in a class: a WARNING
 _GRAY_MODES = ("1", "L", "LA")
 _COLOR_MODES = ("RGB", "RGBA", "P", "PA", "CMYK", "YCbCr")
+CACHE_SUBDIR = "image_folder"  # conversions: <cache_dir>/image_folder/<config name>/
+_announced: set[str] = set()  # conversions whose reuse this process has logged
+
+
+def resolve_cache_dir(cache_dir: str | None) -> str:
+    """nas_jax's cache folder: `cache_dir` (~ expanded), or for ''/None
+    `$XDG_CACHE_HOME/nas_jax`, else `~/.cache/nas_jax`."""
+    if cache_dir:
+        return os.path.abspath(os.path.expanduser(cache_dir))
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.abspath(os.path.join(base, "nas_jax"))
 
 
 def list_image_folder(
@@ -182,6 +202,15 @@ class _ImageFolderBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tru
         self._metadata = metadata
         super().__init__(**kwargs)
 
+    # TFDS prints "Downloading and preparing dataset Unknown size ..." and "Dataset ...
+    # downloaded and prepared" to stdout (termcolor, not logging); `convert_image_folder`
+    # logs one line of its own instead.
+    def _log_download_bytes(self) -> None:
+        pass
+
+    def _log_download_done(self) -> None:
+        pass
+
     def _info(self) -> tfds.core.DatasetInfo:
         image_shape = next(iter(self._arrays.values()))[0].shape[1:]
         return tfds.core.DatasetInfo(
@@ -217,44 +246,91 @@ def _config_name(folder: str, digest: str) -> str:
     return f"{base.lower() or 'folder'}_{digest}"
 
 
-def convert_image_folder(folder: str, data_dir: str) -> str:
-    """Converts `folder` into a TFDS dataset under `data_dir` once; returns its directory."""
+@contextlib.contextmanager
+def _quiet_tfds() -> Iterator[None]:
+    """No TFDS progress bars (carriage returns and cursor escapes in a log) and no absl lines
+    below ERROR ("Using custom data configuration", "Generating dataset", "Load dataset
+    info") while TFDS builds or opens a conversion; both restored after."""
+    from tensorflow_datasets.core.utils import tqdm_utils
+
+    absl_logger = logging.getLogger("absl")
+    level, bars = absl_logger.level, getattr(tqdm_utils, "_active", True)
+    absl_logger.setLevel(logging.ERROR)
+    tfds.disable_progress_bar()
+    try:
+        yield
+    finally:
+        absl_logger.setLevel(level)
+        tfds.display_progress_bar(bars)
+
+
+def convert_image_folder(folder: str, cache_dir: str | None = None) -> str:
+    """Converts `folder` into a TFDS dataset under `<cache_dir>/image_folder/` once (see the
+    module docstring; `cache_dir` as in `resolve_cache_dir`); returns its directory."""
+    folder = os.path.expanduser(folder)
     class_names, files = list_image_folder(folder)
     config = _config_name(folder, fingerprint(folder, files))
-    dataset_dir = os.path.join(data_dir, BUILDER_NAME, config, VERSION)
+    root = os.path.join(resolve_cache_dir(cache_dir), CACHE_SUBDIR)
+    dataset_dir = os.path.join(root, config)
+    source = os.path.abspath(folder)
     if os.path.isfile(os.path.join(dataset_dir, "dataset_info.json")):
+        if dataset_dir not in _announced:
+            logger.info("Image folder %s: reusing its conversion in %s", source, dataset_dir)
+            _announced.add(dataset_dir)
         return dataset_dir
+    logger.info(
+        "Converting image folder %s (%d images, %d classes) into %s (once; reused while the "
+        "folder is unchanged)",
+        source, sum(map(len, files.values())), len(class_names), dataset_dir,
+    )  # fmt: skip
     arrays = {split: decode_split(folder, entries) for split, entries in files.items()}
     shapes = {split: images.shape[1:] for split, (images, _) in arrays.items()}
     if len(set(shapes.values())) > 1:
         raise DataError(f"{folder}: images must all have one size, got per split {shapes}")
     mean, std = channel_mean_std(arrays["train"][0])
-    builder = _ImageFolderBuilder(
-        arrays=arrays,
-        class_names=list(class_names),
-        metadata={
-            "mean": list(mean),
-            "std": list(std),
-            "source": os.path.abspath(folder),
-        },
-        config=tfds.core.BuilderConfig(name=config),
-        data_dir=data_dir,
-        file_format="array_record",
-    )
-    # TFDS writes into an `incomplete.*` folder and renames it when done (atomic).
-    with tempfile.TemporaryDirectory() as download_dir:
-        builder.download_and_prepare(download_dir=download_dir, file_format="array_record")
+    os.makedirs(root, exist_ok=True)
+    # Built next to the target and renamed when complete: a conversion that is interrupted
+    # leaves only this folder, whose name is never read.
+    build_dir = tempfile.mkdtemp(prefix=f"{config}.incomplete-", dir=root)
+    try:
+        with _quiet_tfds():
+            builder = _ImageFolderBuilder(
+                arrays=arrays,
+                class_names=list(class_names),
+                metadata={"mean": list(mean), "std": list(std), "source": source},
+                config=tfds.core.BuilderConfig(name=config),
+                data_dir=build_dir,
+                file_format="array_record",
+            )
+            builder.download_and_prepare(
+                download_dir=os.path.join(build_dir, "downloads"), file_format="array_record"
+            )
+        try:
+            os.rename(builder.data_dir, dataset_dir)
+        except OSError:  # another process finished the same conversion first
+            if not os.path.isfile(os.path.join(dataset_dir, "dataset_info.json")):
+                raise
+    finally:
+        shutil.rmtree(build_dir, ignore_errors=True)
+    _announced.add(dataset_dir)
     return dataset_dir
 
 
-def load_image_folder(split: str, *, data_dir: str | None, folder: str | None) -> Dataset:
-    """Converts (first call) and loads a split; mean/std are the train split's."""
+def load_image_folder(
+    split: str, *, data_dir: str | None, folder: str | None, cache_dir: str | None = None
+) -> Dataset:
+    """Converts (first call) and loads a split; mean/std are the train split's.
+
+    `data_dir` (where TFDS datasets are prepared) is not used: conversions go to nas_jax's
+    cache (`cache_dir`, see `resolve_cache_dir`).
+    """
+    del data_dir
     if folder is None:
         raise ValueError("the 'image_folder' dataset needs folder=<root with train/<class>/...>")
-    if data_dir is None:
-        raise ValueError("the 'image_folder' dataset needs data_dir= to store its conversion")
-    dataset_dir = convert_image_folder(folder, data_dir)
-    builder = tfds.builder_from_directory(dataset_dir)
+    folder = os.path.expanduser(folder)
+    dataset_dir = convert_image_folder(folder, cache_dir)
+    with _quiet_tfds():
+        builder = tfds.builder_from_directory(dataset_dir)
     if split not in builder.info.splits:
         raise ValueError(
             f"unknown split {split!r} for image folder {folder!r}; "
@@ -268,6 +344,6 @@ def load_image_folder(split: str, *, data_dir: str | None, folder: str | None) -
         num_classes=label_feature.num_classes,
         mean=tuple(builder.info.metadata["mean"]),
         std=tuple(builder.info.metadata["std"]),
-        name=f"image_folder:{os.path.basename(os.path.normpath(folder))}",
+        name=f"image_folder:{os.path.abspath(folder)}",  # as `data.dataset_label` names it
         class_names=tuple(label_feature.names),
     )

@@ -139,6 +139,11 @@ def run_evaluate(config, workdir: str, g: AnyGenotype, *, eval_data=None) -> dic
         found = lookup.lookup(g, ev.nb201_table, ev.nb201_source)
         spec = data.DATASETS.get(config.data.name) if config.data.name in data.DATASETS else None
         column = (spec and spec.nb201_column) or "cifar10"
+        if not (spec and spec.nb201_column):
+            logger.warning(
+                "data.name=%r has no NAS-Bench-201 column; result.json reports the "
+                "benchmark's %s accuracy", config.data.name, column,
+            )  # fmt: skip
         acc = found.test_accuracy[column]
         result.update(
             dataset=column, test_accuracy=acc, test_error=100.0 - acc,
@@ -149,7 +154,7 @@ def run_evaluate(config, workdir: str, g: AnyGenotype, *, eval_data=None) -> dic
         )  # fmt: skip
     else:
         numbers, _ = retrain.retrain(config, workdir, g, eval_data)
-        result.update(dataset=config.data.name, **numbers)
+        result.update(dataset=data.dataset_label(config.data.name, config.data.folder), **numbers)
     result["wall_seconds"] = time.time() - t0
     write_json(os.path.join(workdir, "result.json"), result)
     logger.info("%s", summary(result))
@@ -162,7 +167,7 @@ def summary(result: dict) -> str:
     if result["method"] == "lookup":
         accs = ", ".join(f"{k} {v:.2f}" for k, v in result["nb201_test_accuracy"].items())
         b = result["benchmark"]
-        lines.append(f"  NAS-Bench-201 {b['metric']}: {accs}")
+        lines.append(f"  NAS-Bench-201 {b['metric']}: {accs} (result: {result['dataset']})")
         lines.append(f"  table: {b['table']} ({b['source']})")
     else:
         lines.append(

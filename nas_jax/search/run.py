@@ -48,7 +48,7 @@ def dataset_kwargs(cfg_data) -> dict:
     """Keyword arguments of `data.load_dataset` from `config.data`."""
     kwargs = {"data_dir": os.path.expanduser(cfg_data.data_dir)}
     if data.DATASETS.get(cfg_data.name).needs_folder:
-        kwargs["folder"] = cfg_data.folder
+        kwargs.update(folder=cfg_data.folder, cache_dir=cfg_data.cache_dir)
     return kwargs
 
 
