@@ -4,7 +4,9 @@ r"""Evaluate one genotype: NAS-Bench-201 lookup or retraining from scratch (SPEC
       --config.genotype=DARTS_V2
   python -m nas_jax.main --config configs/evaluate.py --workdir W \
       --config.genotype=SEARCH_WORKDIR/genotype.json \
-      --config.evaluate.nb201_table=../shared/data/nb201_test_accuracy.csv
+      --config.evaluate.nb201_table=nb201_test_accuracy.csv
+
+The NAS-Bench-201 table (a CSV file) and how to make it: docs/reference.md, section 8.4.
 
 --config.genotype takes a registered name, a genotype.json path or a DARTS/NB201 text
 form ('|skip_connect~0|+|...'); empty = W/genotype.json. Args: dataset (cifar10: C=36
