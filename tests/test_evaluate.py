@@ -2,6 +2,7 @@
 one-command pipeline, and its one-line errors."""
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -132,7 +133,7 @@ def test_lookup_on_the_shared_nb201_table(tmp_path):
 # --------------------------------------------------------------------------------------
 
 
-def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path):
+def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path, caplog):
     config = load_config("evaluate", "dataset=digits,smoke")
     config.genotype = "DARTS_V2"
     result = pipeline.run(config, str(tmp_path / "darts"))
@@ -156,7 +157,9 @@ def test_retrain_smoke_on_digits_darts_and_nb201_cells(tmp_path):
         pipeline.run(config, str(tmp_path / "darts"))
 
     config.genotype = CONV_CELL  # an NB201 cell without a table: retrained (NB201Network)
-    result = pipeline.run(config, str(tmp_path / "nb201"))
+    with caplog.at_level(logging.INFO, logger="nas_jax"):
+        result = pipeline.run(config, str(tmp_path / "nb201"))
+    assert "No evaluate.nb201_table: retraining the NAS-Bench-201 cell on digits" in caplog.text
     assert result["method"] == "retrain" and np.isfinite(result["test_loss"])
     assert result["genotype"] == {"family": "nb201", "arch": CONV_CELL}
 

@@ -135,6 +135,11 @@ def run_evaluate(config, workdir: str, g: AnyGenotype, *, eval_data=None) -> dic
     ev = config.evaluate
     method = resolve_method(ev, g)
     result = {"genotype": g.to_json_dict(), "genotype_text": g.to_text(), "method": method}
+    if method == "retrain" and ev.method == "auto" and families.family_of(g).benchmark_lookup:
+        logger.info(
+            "No evaluate.nb201_table: retraining the NAS-Bench-201 cell on %s (give "
+            "--config.evaluate.nb201_table=<csv> to look it up instead)", config.data.name,
+        )  # fmt: skip
     if method == "lookup":
         found = lookup.lookup(g, ev.nb201_table, ev.nb201_source)
         spec = data.DATASETS.get(config.data.name) if config.data.name in data.DATASETS else None
