@@ -317,6 +317,6 @@ def test_damaged_final_selection_checkpoint_reruns_to_the_same_genotype(tmp_path
     caplog.set_level(logging.INFO, "nas_jax")
     pipeline.run(config, workdir)  # the same command again: redoes the last event
     assert f"Skipped damaged checkpoint {last}" in " ".join(warnings_of(caplog))
-    assert any("Resumed selection after event 5 of 6" in r.getMessage() for r in caplog.records)
+    assert any("Resumed selection after event 4 (of 6)" in r.getMessage() for r in caplog.records)
     assert {n: (tmp_path / n).read_text() for n in before} == before
     assert sorted(os.listdir(tmp_path / "checkpoints_select")) == [str(i) for i in range(6)]
