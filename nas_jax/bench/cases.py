@@ -143,10 +143,11 @@ def _search_context(s: Sizes, method: str = "darts") -> _Search:
 
 
 def _float_batches(s: Sizes):
-    k = jax.random.split(jax.random.key(1), 4)
-    shape = (s.batch, s.image, s.image, 3)
-    y = lambda key: jax.random.randint(key, (s.batch,), 0, 10)
-    return (jax.random.normal(k[0], shape), y(k[1])), (jax.random.normal(k[2], shape), y(k[3]))
+    """(train, valid) float batches, drawn by numpy: jax.random would compile each draw."""
+    rng = np.random.default_rng(1)
+    x = lambda: jnp.asarray(rng.standard_normal((s.batch, s.image, s.image, 3), np.float32))
+    y = lambda: jnp.asarray(rng.integers(0, 10, s.batch).astype(np.int32))
+    return (x(), y()), (x(), y())
 
 
 def prepare_weight(s: Sizes) -> Prepared:
