@@ -2,7 +2,7 @@ r"""Benchmark: one table of step times for the supernets, scoring and retraining
 
   python -m nas_jax.bench                          # everything at the issue's sizes
   python -m nas_jax.bench --cases weight,score_batched --spaces s5 --json /tmp/b.json
-  python -m nas_jax.bench --quick                  # 5 fast rows at tiny sizes, ~2 minutes
+  python -m nas_jax.bench --quick                  # 4 fast rows at tiny sizes, < 2 minutes
 
 Rows: for each case (`--cases`, see `nas_jax.bench.cases`) and space (`--spaces`):
 median milliseconds per unit of work (a step; a whole scoring pass over
@@ -50,12 +50,13 @@ FULL = dict(batch=64, C=16, layers=8, nb201_cells=5, image=32, score_batches=10,
 QUICK = dict(batch=8, C=4, layers=3, nb201_cells=1, image=8, score_batches=2, retrain_C=8,
              retrain_layers=3, retrain_batch=8, retrain_aux=False, repeats=3)  # fmt: skip
 SPACES = ("nb201", "s5")
-# `--quick` alone: about 100 s cold on 2 CPU cores. A weight step, and scoring one edge's op
-# removals batched vs sequentially on NB201 and on s2 (DARTS's cell with 2 ops). At QUICK sizes
-# every other step compiles for 20 s (retrain) to over 2 minutes (alpha2), and any s5 row for
-# longer than its s2 twin (the weight step: 3.5 minutes); measurements in the README.
+# `--quick` alone, cold in under 2 minutes on 2 CPU cores: the NB201 weight step, scoring one
+# edge's K=5 op removals batched vs sequentially on NB201, and the batched scoring on s2 (DARTS's
+# cell with 2 ops, through the native kernels under vmap). At QUICK sizes every other step
+# compiles for 15 s (retrain) to over 2 minutes (alpha2), s2's weight step for 30 s, and any s5
+# row for longer than its s2 twin (the weight step: 3.5 minutes); numbers in the README.
 QUICK_ROWS = (("weight", "nb201"), ("score_batched", "nb201"), ("score_seq", "nb201"),
-              ("score_batched", "s2"), ("score_seq", "s2"))  # fmt: skip
+              ("score_batched", "s2"))  # fmt: skip
 QUICK_SPACES = ("nb201", "s2")  # `--quick --cases ...`
 
 
