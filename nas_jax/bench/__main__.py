@@ -52,9 +52,10 @@ QUICK = dict(batch=8, C=4, layers=3, nb201_cells=1, image=8, score_batches=2, re
 SPACES = ("nb201", "s5")
 # `--quick` alone, cold in under 2 minutes on 2 CPU cores: the NB201 weight step, scoring one
 # edge's K=5 op removals batched vs sequentially on NB201, and the batched scoring on s2 (DARTS's
-# cell with 2 ops, through the native kernels under vmap). At QUICK sizes every other step
-# compiles for 15 s (retrain) to over 2 minutes (alpha2), s2's weight step for 30 s, and any s5
-# row for longer than its s2 twin (the weight step: 3.5 minutes); numbers in the README.
+# cell with 2 ops, through the native kernels under vmap). At QUICK sizes each row costs 10 s
+# or more (a process, the state, the compile): fwd_masked is left out as the forward that the
+# scoring runs, every other step compiles for 16 s (retrain) to over 2 minutes (alpha2), s2's
+# weight step for 25 s, and any s5 row for longer than its s2 twin (weight: 3.5 minutes).
 QUICK_ROWS = (("weight", "nb201"), ("score_batched", "nb201"), ("score_seq", "nb201"),
               ("score_batched", "s2"))  # fmt: skip
 QUICK_SPACES = ("nb201", "s2")  # `--quick --cases ...`
