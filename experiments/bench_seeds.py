@@ -5,7 +5,8 @@ Rows: 'single' is the jitted step of a single run (search.run.run_search); 'vmap
 sweep's `jit(vmap(step))` over k stacked states. Columns: first call (trace + compile +
 one step) in seconds, median ms per step after that, ms per seed-step, and the cost of
 the K-seed step relative to K single steps (< 1: the sweep is cheaper than K runs).
-NB201 supernet, DARTS first order, synthetic uint8 data: compute only.
+NB201 supernet, DARTS first order, synthetic uint8 data: compute only. Each row prints when
+it is done, after its place (i/N) and its whole wall time.
 
 Measured at the defaults on a quiet 2-core CPU (XLA:CPU, jax 0.10.2), 2026-12-01, after
 the CPU fast paths (experiments/results/seeds_nb201_c8_cpu_2026-12-01.json):
@@ -80,26 +81,33 @@ def main() -> None:
             runs.append(time.perf_counter() - t0)
         return first, 1e3 * statistics.median(runs)
 
-    rows = []
-    (state,), (keys,) = states_and_keys(1)
-    first, ms = time_steps(jax.jit(step_fn, donate_argnums=0), state, keys)
-    single_ms = ms
-    rows.append({"mode": "single", "K": 1, "first_s": first, "ms_step": ms})
-    for k in (int(s) for s in a.ks.split(",")):
-        states, keys = states_and_keys(k)
-        fn = jax.jit(jax.vmap(step_fn, in_axes=(0, 0, None, None)), donate_argnums=0)
-        first, ms = time_steps(fn, stack(states), stack(keys))
-        rows.append({"mode": f"vmap K={k}", "K": k, "first_s": first, "ms_step": ms})
-    for r in rows:
-        r["ms_seed_step"] = r["ms_step"] / r["K"]
-        r["vs_K_single"] = r["ms_step"] / (r["K"] * single_ms)
-
+    # Each row prints when it is done (the first calls compile for seconds to minutes), after
+    # its place and its whole wall time.
     print(f"backend {jax.default_backend()} ({jax.devices()[0].device_kind}); NB201 C={a.C} "
           f"cells={a.cells} batch={a.batch} image={a.image} method={a.method}")  # fmt: skip
-    print(f"{'mode':<10} {'first s':>8} {'ms/step':>9} {'ms/seed-step':>13} {'vs K x single':>14}")
-    for r in rows:
-        print(f"{r['mode']:<10} {r['first_s']:>8.2f} {r['ms_step']:>9.1f} "
-              f"{r['ms_seed_step']:>13.1f} {r['vs_K_single']:>14.2f}")  # fmt: skip
+    print(f"{'row':>5} {'wall s':>7}  {'mode':<10} {'first s':>8} {'ms/step':>9} "
+          f"{'ms/seed-step':>13} {'vs K x single':>14}", flush=True)  # fmt: skip
+    ks = [int(s) for s in a.ks.split(",")]
+    rows = []
+    for k in [0, *ks]:  # 0: the plain step of a single run
+        t0 = time.perf_counter()
+        if k == 0:
+            (state,), (keys,) = states_and_keys(1)
+            first, ms = time_steps(jax.jit(step_fn, donate_argnums=0), state, keys)
+            r = {"mode": "single", "K": 1, "first_s": first, "ms_step": ms}
+        else:
+            states, keys = states_and_keys(k)
+            fn = jax.jit(jax.vmap(step_fn, in_axes=(0, 0, None, None)), donate_argnums=0)
+            first, ms = time_steps(fn, stack(states), stack(keys))
+            r = {"mode": f"vmap K={k}", "K": k, "first_s": first, "ms_step": ms}
+        single_ms = rows[0]["ms_step"] if rows else r["ms_step"]
+        r["ms_seed_step"] = r["ms_step"] / r["K"]
+        r["vs_K_single"] = r["ms_step"] / (r["K"] * single_ms)
+        rows.append(r)
+        place = f"{len(rows)}/{len(ks) + 1}"
+        print(f"{place:>5} {time.perf_counter() - t0:>7.1f}  {r['mode']:<10} {r['first_s']:>8.2f} "
+              f"{r['ms_step']:>9.1f} {r['ms_seed_step']:>13.1f} {r['vs_K_single']:>14.2f}",
+              flush=True)  # fmt: skip
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"args": vars(a), "kernels": settings, "rows": rows}, f, indent=2)

@@ -3,7 +3,8 @@ call vs chunks (`lax.map`) vs a Python loop of single-variant passes.
 
 Each row: first-call seconds (trace + compile + one pass) and the median seconds per
 scoring pass of `--batches` batches after that, for the K variants of one edge.
-Synthetic uint8 data; the numbers measure compute only.
+Synthetic uint8 data; the numbers measure compute only. Each row prints when it is done,
+after its place (i/N) and its whole wall time.
 
     PYTHONPATH=. /work/venv/bin/python experiments/bench_selection.py            # tiny, CPU
     PYTHONPATH=. /work/venv/bin/python experiments/bench_selection.py --space s5 \
@@ -70,12 +71,24 @@ def main() -> None:
             runs.append(time.perf_counter() - t0)
         return first, statistics.median(runs)
 
+    head = f"{a.space} C={a.C} layers={a.layers} batch={a.batch} x{a.batches} K={K}"
+    print(f"{head} on {jax.devices()[0].platform}", flush=True)
+    chunks = [int(c) for c in a.chunks.split(",")]
+    n = len(chunks) + a.loop
     rows = []
-    for chunk in (int(c) for c in a.chunks.split(",")):
+
+    def add(mode, fn):
+        t0 = time.perf_counter()
+        first, per_pass = timed(fn)
+        rows.append({"mode": mode, "first_s": first, "pass_s": per_pass})
+        place, wall = f"{len(rows)}/{n}", time.perf_counter() - t0
+        print(f"  {mode:<22} first call {first:7.2f} s   pass {per_pass:7.3f} s   "
+              f"[{place}, {wall:.1f} s]", flush=True)  # fmt: skip
+
+    for chunk in chunks:
         sc = scoring.Scorer(model, protocol, chunk=chunk)
         fn = lambda i, sc=sc: sc.score_ops(v, w, t, 1, split, jax.random.key(i), a.batches)
-        first, per_pass = timed(fn)
-        rows.append({"mode": f"vmap chunk={chunk or K}", "first_s": first, "pass_s": per_pass})
+        add(f"vmap chunk={chunk or K}", fn)
     if a.loop:
         sc = scoring.Scorer(model, protocol)
         variants = [arch.remove_op(w, t, 1, k) for k in range(K)]
@@ -84,12 +97,7 @@ def main() -> None:
             for wk in variants:
                 sc.evaluate(v, wk, split, jax.random.key(i), a.batches)
 
-        first, per_pass = timed(loop)
-        rows.append({"mode": f"python loop x{K}", "first_s": first, "pass_s": per_pass})
-    head = f"{a.space} C={a.C} layers={a.layers} batch={a.batch} x{a.batches} K={K}"
-    print(f"{head} on {jax.devices()[0].platform}")
-    for r in rows:
-        print(f"  {r['mode']:<22} first call {r['first_s']:7.2f} s   pass {r['pass_s']:7.3f} s")
+        add(f"python loop x{K}", loop)
     if a.json:
         with open(a.json, "w") as f:
             json.dump({"config": vars(a), "kernels": settings, "rows": rows}, f, indent=2)

@@ -2,7 +2,7 @@ r"""Benchmark: one table of step times for the supernets, scoring and retraining
 
   python -m nas_jax.bench                          # everything at the issue's sizes
   python -m nas_jax.bench --cases weight,score_batched --spaces s5 --json /tmp/b.json
-  python -m nas_jax.bench --quick                  # tiny sizes (tests, a smoke look)
+  python -m nas_jax.bench --quick                  # 4 fast rows at tiny sizes, < 2 minutes
 
 Rows: for each case (`--cases`, see `nas_jax.bench.cases`) and space (`--spaces`):
 median milliseconds per unit of work (a step; a whole scoring pass over
@@ -19,8 +19,10 @@ $NAS_JAX_* override, else the backend's default) are resolved by `nas_jax.kernel
 in each row's process; every row and the JSON's meta record what it resolved.
 
 Each row runs in a fresh Python process (peak memory and compile caches per case;
-`--in-process` runs them all here instead, for debugging). Full sizes on a 2-core CPU
-take most of an hour (the s5 supernet's compile alone takes minutes).
+`--in-process` runs them all here instead, for debugging) and prints its line as soon as
+it is done, after its place (row i/N), its whole wall time and its timed runs' total; the
+table of all rows follows at the end. Full sizes on a 2-core CPU take most of an hour (the
+s5 supernet's compile alone takes minutes).
 """
 
 from __future__ import annotations
@@ -48,6 +50,15 @@ FULL = dict(batch=64, C=16, layers=8, nb201_cells=5, image=32, score_batches=10,
 QUICK = dict(batch=8, C=4, layers=3, nb201_cells=1, image=8, score_batches=2, retrain_C=8,
              retrain_layers=3, retrain_batch=8, retrain_aux=False, repeats=3)  # fmt: skip
 SPACES = ("nb201", "s5")
+# `--quick` alone, cold in under 2 minutes on 2 CPU cores: the NB201 weight step, scoring one
+# edge's K=5 op removals batched vs sequentially on NB201, and the batched scoring on s2 (DARTS's
+# cell with 2 ops, through the native kernels under vmap). At QUICK sizes each row costs 10 s
+# or more (a process, the state, the compile): fwd_masked is left out as the forward that the
+# scoring runs, every other step compiles for 16 s (retrain) to over 2 minutes (alpha2), s2's
+# weight step for 25 s, and any s5 row for longer than its s2 twin (weight: 3.5 minutes).
+QUICK_ROWS = (("weight", "nb201"), ("score_batched", "nb201"), ("score_seq", "nb201"),
+              ("score_batched", "s2"))  # fmt: skip
+QUICK_SPACES = ("nb201", "s2")  # `--quick --cases ...`
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -57,10 +68,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "--cases", default="all", help=f"comma list or 'all': {','.join(cases_lib.CASES)}"
+        "--cases", help=f"comma list or 'all' (the default): {','.join(cases_lib.CASES)}"
     )
-    p.add_argument("--spaces", default=",".join(SPACES), help="comma list of search spaces")
-    p.add_argument("--quick", action="store_true", help="tiny sizes: " + json.dumps(QUICK))
+    p.add_argument("--spaces", help=f"comma list of search spaces (default {','.join(SPACES)}; "
+                   f"with --quick {','.join(QUICK_SPACES)})")  # fmt: skip
+    quick_rows = ", ".join(f"{space} {case}" for case, space in QUICK_ROWS)
+    p.add_argument("--quick", action="store_true", help=f"tiny sizes {json.dumps(QUICK)}; "
+                   f"without --cases and --spaces only the rows {quick_rows}")  # fmt: skip
     for name, default in FULL.items():
         flag = "--" + name.replace("_", "-")
         if isinstance(default, bool):
@@ -85,6 +99,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name, default in base.items():
         if getattr(a, name) is None:
             setattr(a, name, default)
+    a.quick_rows = a.quick and a.cases is None and a.spaces is None
+    if a.cases is None:
+        a.cases = "all"
+    if a.spaces is None:
+        a.spaces = ",".join(QUICK_SPACES if a.quick else SPACES)
     names = cases_lib.CASES if a.cases == "all" else tuple(filter(None, a.cases.split(",")))
     bad = [c for c in names if c not in cases_lib.CASES]
     if bad:
@@ -109,6 +128,8 @@ def row_sizes(a, case: str, space: str) -> dict:
 
 def plan(a) -> list[tuple[str, str]]:
     """(case, space) rows, case by case so that a budget cuts the least important last."""
+    if a.quick_rows:
+        return list(QUICK_ROWS)
     rows = []
     for case in a.case_list:
         rows += [(case, "darts_v2")] if case == "retrain" else [(case, s) for s in a.space_list]
@@ -203,6 +224,10 @@ def main(argv=None) -> list[report.Row]:
         _child_main(a.child)
         return []
     rows, todo = [], plan(a)
+    where = "in this process" if a.in_process else "each in a fresh process"
+    print(f"{len(todo)} rows at {'--quick' if a.quick else 'full'} sizes, {where}; wall s: the "
+          "row's whole time, runs s: its timed runs (compile s apart)", flush=True)  # fmt: skip
+    print(report.progress_header(), flush=True)
     t_start = time.perf_counter()
     for i, (case, space) in enumerate(todo):
         elapsed = time.perf_counter() - t_start
@@ -216,8 +241,7 @@ def main(argv=None) -> list[report.Row]:
             limits = [t for t in (a.case_timeout, left) if t]
             row = spawn(case, space, a, min(limits) if limits else None)
         rows.append(row)
-        status = row.error or f"{row.ms:.1f} ms, compile {row.compile_s:.1f} s"
-        print(f"[{i + 1}/{len(todo)}] {space} {case}: {status}", file=sys.stderr, flush=True)
+        print(report.progress_line(row, i + 1, len(todo)), flush=True)
     done = next((r for r in rows if not r.error), None)
     meta = {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -233,7 +257,7 @@ def main(argv=None) -> list[report.Row]:
         k: v for k, v in os.environ.items() if k.startswith("NAS_JAX_") or k == "XLA_FLAGS"
     }
     meta["kernels"] = done.kernels if done else {"requested": kernel_settings(a)}
-    print(f"nas_jax.bench on {meta['backend']} ({meta['device_kind']}), jax {meta.get('jax')}, "
+    print(f"\nnas_jax.bench on {meta['backend']} ({meta['device_kind']}), jax {meta.get('jax')}, "
           f"{meta['date']}; median of up to {a.repeats} runs")  # fmt: skip
     print("kernels: " + ", ".join(f"{k}={v}" for k, v in meta["kernels"].items() if k != "source"))
     print(report.format_table(rows))

@@ -145,26 +145,45 @@ def _fmt(value, spec: str, width: int) -> str:
     return format(value, spec).rjust(width)
 
 
-def format_table(rows: list[Row]) -> str:
-    lines = [
+def table_header() -> str:
+    return (
         f"{'space':<9}{'case':<14}{'ms/step':>10}{'img/s':>9}{'compile s':>10}{'peak MB':>9}"
         f"{'GFLOP':>9} {'TFLOP/s':>9}{'% peak':>8}{'ref ms':>9}{'vs ref':>8}  CPU target"
-    ]
-    for r in rows:
-        if r.error:
-            lines.append(f"{r.space:<9}{r.case:<14}  {r.error}")
-            continue
-        mem = r.peak_device_mb if r.peak_device_mb is not None else r.peak_host_mb
-        pct = 100 * r.peak_fraction if r.peak_fraction is not None else None
-        target = ""
-        if r.cpu_target:
-            met = "met" if r.vs_ref >= r.cpu_target else "not met"
-            target = f">= {r.cpu_target:g}x {met}" + ("" if r.backend == "cpu" else " (not CPU)")
-        gflop = _fmt(r.gflop, ".4g", 9) + ("~" if r.flops_source == "reference_estimate" else " ")
-        lines.append(
-            f"{r.space:<9}{r.case:<14}{_fmt(r.ms, '.1f', 10)}{_fmt(r.images_per_s, '.0f', 9)}"
-            f"{_fmt(r.compile_s, '.1f', 10)}{_fmt(mem, '.0f', 9)}{gflop}"
-            f"{_fmt(r.tflops, '.3g', 9)}{_fmt(pct, '.1f', 8)}{_fmt(r.ref_ms, '.0f', 9)}"
-            f"{_fmt(r.vs_ref, '.2f', 8)}  {target}"
-        )
-    return "\n".join(lines)
+    )
+
+
+def format_row(r: Row) -> str:
+    if r.error:
+        return f"{r.space:<9}{r.case:<14}  {r.error}"
+    mem = r.peak_device_mb if r.peak_device_mb is not None else r.peak_host_mb
+    pct = 100 * r.peak_fraction if r.peak_fraction is not None else None
+    target = ""
+    if r.cpu_target:
+        met = "met" if r.vs_ref >= r.cpu_target else "not met"
+        target = f">= {r.cpu_target:g}x {met}" + ("" if r.backend == "cpu" else " (not CPU)")
+    gflop = _fmt(r.gflop, ".4g", 9) + ("~" if r.flops_source == "reference_estimate" else " ")
+    return (
+        f"{r.space:<9}{r.case:<14}{_fmt(r.ms, '.1f', 10)}{_fmt(r.images_per_s, '.0f', 9)}"
+        f"{_fmt(r.compile_s, '.1f', 10)}{_fmt(mem, '.0f', 9)}{gflop}"
+        f"{_fmt(r.tflops, '.3g', 9)}{_fmt(pct, '.1f', 8)}{_fmt(r.ref_ms, '.0f', 9)}"
+        f"{_fmt(r.vs_ref, '.2f', 8)}  {target}"
+    )
+
+
+def format_table(rows: list[Row]) -> str:
+    return "\n".join([table_header(), *map(format_row, rows)])
+
+
+# While the rows run, each line leads with its place and its time: the row's whole wall
+# time (process start, build, compile, the runs) and the timed runs' sum, the steady state.
+_PROGRESS = f"{'row':>7}{'wall s':>8}{'runs s':>8}  "
+
+
+def progress_header() -> str:
+    return _PROGRESS + table_header()
+
+
+def progress_line(r: Row, i: int, n: int) -> str:
+    runs = sum(r.ms_runs) / 1e3 if r.ms_runs else None
+    head = f"{f'{i}/{n}':>7}{_fmt(r.wall_s, '.1f', 8)}{_fmt(runs, '.2f', 8)}  "
+    return head + format_row(r)
