@@ -1,4 +1,4 @@
-"""`alpha_gap`: skip-connection domination (paper Fig. 3, SPEC-next 2.3), from metrics.jsonl.
+"""`alpha_gap`: skip-connection domination (paper Fig. 3), from metrics.jsonl.
 
   python -m nas_jax.analysis alpha_gap --workdir W [--conv sep_conv_3x3] [--missing drop]
 

@@ -1,5 +1,5 @@
 """`selection_curve`: the supernet's validation accuracy along the selection (paper Fig. 6,
-SPEC-next 2.7), from decisions.jsonl and select_metrics.jsonl.
+section 6.2: PT vs PT-Mag), from decisions.jsonl and select_metrics.jsonl.
 
   python -m nas_jax.analysis selection_curve --workdir W_pt --compare W_ptmag
 
