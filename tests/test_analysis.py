@@ -243,3 +243,37 @@ def test_command_writes_and_prints(tmp_path):
     assert p.returncode == 0, p.stderr
     assert "normal: last gap +0.6" in p.stdout
     assert f"wrote {w / 'analysis' / 'alpha_gap' / 'alpha_gap.json'}" in p.stdout
+
+
+def test_alpha_gap_on_s1_drops_or_zeroes_edges_without_both_ops(tmp_path):
+    """S1: only normal edges 3, 6, 7, 9 have skip_connect and sep_conv_3x3; weights 0.7 on
+    each edge's first op, 0.3 on its second."""
+    w = _s2_workdir(tmp_path / "run")
+    config = json.loads((w / "config.json").read_text())
+    config["model"]["space"] = "s1"
+    _write(w / "config.json", config)
+    s1 = spaces.get_space("s1")
+    weights = {t: np.tile([0.7, 0.3], (14, 1)) for t in s1.cell_types}
+    alphas = search_run.named_alphas(s1, weights)
+    _jsonl(w / "metrics.jsonl", [{"epoch": 0, "valid_eval_acc": 50.0, "alphas_softmax": alphas}])
+    drop = analysis.run("alpha_gap", str(w))[0].result
+    assert drop["cells"] == ["normal"]  # no reduce edge has both
+    assert drop["epochs"][0]["gap"]["normal"] == pytest.approx(0.4)
+    zero = analysis.run("alpha_gap", str(w), missing="zero")[0].result
+    # normal: skip first on 10 edges (0.7), second on edges 5, 10 (0.3); sep3 second on 3, 6, 7, 9
+    assert zero["epochs"][0]["gap"]["normal"] == pytest.approx((7.0 + 0.6 - 1.2) / 14)
+
+
+def test_report_of_a_sweep_has_its_analyses_and_every_member(tmp_path):
+    sweep = tmp_path / "sweep"
+    for k in range(2):
+        _with_selection(_s2_workdir(sweep / f"seed_{k}"), [(60.0, 58.0 + k)])
+    _write(sweep / "config.json", json.loads((sweep / "seed_0" / "config.json").read_text()))
+    curve = analysis.run("selection_curve", str(sweep))[0].result
+    assert [p["mean"] for p in curve["sweep_means"][0]["points"]] == [60.0, 58.5]
+    out, _ = analysis.run("report", str(sweep))
+    md = (sweep / "analysis" / "report" / "report.md").read_text()
+    assert md.index("### selection_curve") < md.index("## seed_0") < md.index("## seed_1")
+    assert "valid acc 60.00 -> 59.00" in md
+    for link in out.result["links"]:
+        assert (sweep / "analysis" / "report" / link).exists(), link

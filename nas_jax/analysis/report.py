@@ -130,6 +130,8 @@ def compute(workdir: str) -> Output:
         blocks.append(("p", f"Sweep of {s['config']['num_seeds']} seeds"))
         if s.get("sweep"):
             blocks.append(("pre", format_table(s["sweep"])))
+        a, analyses[""] = _analysis_blocks(workdir, "../../", 2)  # those over the sweep
+        blocks += a
         for member, ms in s["members"].items():
             mdir = os.path.join(workdir, member)
             b, f = _member_blocks(mdir, ms, f"../../{member}/", f"_{member}", 3)
