@@ -65,7 +65,9 @@ ARTIFACTS = {
     "evaluate": ("checkpoints_evaluate", "evaluate_metrics.jsonl",
                  "tensorboard/evaluate_metrics", "result.json"),
 }  # fmt: skip
-_OTHER_ARTIFACTS = ("damaged_checkpoints", "summary.json", "tensorboard", CONFIG_FILE)
+# The analyses (`nas_jax.analysis`) read every stage: any stage redone makes them stale.
+ANALYSIS_DIR = "analysis"
+_OTHER_ARTIFACTS = ("damaged_checkpoints", "summary.json", "tensorboard", ANALYSIS_DIR, CONFIG_FILE)
 ORDER = ("search", "select", "evaluate")
 _BACKEND_KEYS = ("backend", "devices", "depthwise", "materialize", "jax", "jaxlib", "nas_jax")
 
@@ -264,6 +266,8 @@ def apply(workdir: str, config, resolved: Mapping, p: Plan) -> None:
         _remove(workdir, [a for a in ARTIFACTS[p.extended] if a.endswith(".json")])
     for st in p.redo:
         _remove(workdir, ARTIFACTS[st])
+    if p.extended is not None or p.redo:
+        _remove(workdir, [ANALYSIS_DIR])
     os.makedirs(workdir, exist_ok=True)
     record = config_record(config)
     record["resolved"] = dict(resolved)

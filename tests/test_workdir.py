@@ -87,8 +87,10 @@ def test_extend_continues_the_search_and_redoes_the_selection(finished, tmp_path
     w = str(tmp_path / "w")
     shutil.copytree(finished, w)
     decisions = read_jsonl(os.path.join(w, "decisions.jsonl"))
+    os.makedirs(os.path.join(w, "analysis", "report"))  # of the shorter search: stale now
     pipeline.run(changed(search__epochs=3), w, extend=True)
     assert "--extend: search.epochs 2 -> 3" in caplog.text
+    assert not os.path.exists(os.path.join(w, "analysis"))
     assert [r["epoch"] for r in read_jsonl(os.path.join(w, "metrics.jsonl"))] == [0, 1, 2]
     redone = read_jsonl(os.path.join(w, "decisions.jsonl"))
     assert len(redone) == len(decisions)  # redone from scratch, not appended to
