@@ -12,6 +12,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPT = os.path.join(ROOT, "experiments", "gpu_check.sh")
 
 
+@pytest.mark.slow  # 2 minutes on CPU; run `-m slow` before spending device time on the script
 @pytest.mark.skipif(not (shutil.which("bash") and shutil.which("timeout")), reason="no bash")
 def test_dry_run(tmp_path):
     res, out = tmp_path / "results", tmp_path / "out"
