@@ -64,7 +64,8 @@ def _op_columns(space: spaces.SearchSpace, cell_type: str) -> list[str] | None:
     return list(space.ops[cell_type][0]) if len(ops) == 1 else None
 
 
-def _save(fig, path: str) -> None:
+def save_png(fig, path: str) -> None:
+    """Writes a matplotlib Figure as a PNG, atomically."""
     tmp = path + ".tmp"
     fig.savefig(tmp, format="png", dpi=100)
     os.replace(tmp, path)
@@ -175,7 +176,7 @@ def write_alpha_plots(workdir: str, space: spaces.SearchSpace, *, title: str = "
         evolution_figure(space, epochs, weights, f"{head}: softmax(alpha) per epoch"),
     )
     for fig, path in zip(figs, paths, strict=True):
-        _save(fig, path)
+        save_png(fig, path)
     return paths
 
 

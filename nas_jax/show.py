@@ -41,14 +41,10 @@ def _jsonl(path: str) -> list[dict]:
 
 def summarize(workdir: str) -> dict:
     """What `python -m nas_jax.show` prints, as data."""
-    config_path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    if not os.path.isfile(config_path):
+    config = workdir_lib.read_record(workdir)
+    if config is None:
         raise ShowError(f"{workdir} is not a nas_jax workdir: it has no "
                         f"{workdir_lib.CONFIG_FILE}")  # fmt: skip
-    try:
-        config = _read_json(config_path)
-    except (OSError, ValueError) as e:
-        raise ShowError(f"{config_path} cannot be read: {e}") from None
     out = {
         "workdir": os.path.abspath(workdir),
         "in_use": workdir_lib.holder(workdir),
@@ -65,10 +61,7 @@ def summarize(workdir: str) -> dict:
         "stages_recorded": sorted(workdir_lib.recorded_stages(config)),
     }
     summary_path = os.path.join(workdir, "summary.json")
-    members = sorted(
-        (d for d in os.listdir(workdir) if d.startswith("seed_") and d[5:].isdigit()),
-        key=lambda d: int(d[5:]),
-    )
+    members = workdir_lib.member_dirs(workdir)
     if members:
         out["sweep"] = _read_json(summary_path) if os.path.exists(summary_path) else None
         out["members"] = {d: summarize(os.path.join(workdir, d)) for d in members}
@@ -209,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         s = summarize(args[0])
-    except (ShowError, OSError, ValueError) as e:
+    except (ShowError, workdir_lib.WorkdirError, OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(json.dumps(s, indent=1) if as_json else format_summary(s))

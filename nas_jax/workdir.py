@@ -261,7 +261,7 @@ def apply(workdir: str, config, resolved: Mapping, p: Plan) -> None:
     if p.overwrite:
         for st in ORDER:
             _remove(workdir, ARTIFACTS[st])
-        _remove(workdir, [*_OTHER_ARTIFACTS, *_member_dirs(workdir)])
+        _remove(workdir, [*_OTHER_ARTIFACTS, *member_dirs(workdir)])
     if p.extended is not None:  # its checkpoints and logs stay: it continues from them
         _remove(workdir, [a for a in ARTIFACTS[p.extended] if a.endswith(".json")])
     for st in p.redo:
@@ -277,10 +277,12 @@ def apply(workdir: str, config, resolved: Mapping, p: Plan) -> None:
     write_json(os.path.join(workdir, CONFIG_FILE), record)
 
 
-def _member_dirs(workdir: str) -> list[str]:
+def member_dirs(workdir: str) -> list[str]:
+    """The member folder names (`seed_<k>`, in k order) of a sweep workdir; [] otherwise."""
     if not os.path.isdir(workdir):
         return []
-    return [n for n in os.listdir(workdir) if n.startswith("seed_") and n[5:].isdigit()]
+    names = [n for n in os.listdir(workdir) if n.startswith("seed_") and n[5:].isdigit()]
+    return sorted(names, key=lambda n: int(n[5:]))
 
 
 def _remove(workdir: str, names) -> None:

@@ -12,17 +12,17 @@ from any module; `python -m nas_jax.analysis <name> --workdir W` then runs it.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from nas_jax import workdir as workdir_lib
+from nas_jax.plots import save_png
 from nas_jax.registry import Registry
 from nas_jax.reporting import LogError, logger, read_jsonl, write_json
 from nas_jax.selection.draw import have_matplotlib
 
-ANALYSIS_DIR = "analysis"
+ANALYSIS_DIR = workdir_lib.ANALYSIS_DIR  # removed when a stage of the workdir is redone
 
 
 class AnalysisError(ValueError):
@@ -76,21 +76,19 @@ def read_config(workdir: str) -> dict:
     """The workdir's config.json, or AnalysisError naming what is wrong."""
     if not os.path.isdir(workdir):
         raise AnalysisError(f"--workdir {workdir}: no such folder")
-    path = os.path.join(workdir, workdir_lib.CONFIG_FILE)
-    if not os.path.isfile(path):
+    try:
+        record = workdir_lib.read_record(workdir)
+    except workdir_lib.WorkdirError as e:
+        raise AnalysisError(" ".join(str(e).split())) from None
+    if record is None:
         raise AnalysisError(f"--workdir {workdir} is not a nas_jax workdir: it has no "
                             f"{workdir_lib.CONFIG_FILE}")  # fmt: skip
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as e:
-        raise AnalysisError(f"{path} cannot be read: {' '.join(str(e).split())}") from None
+    return record
 
 
 def sweep_members(workdir: str) -> list[str]:
     """The member folders (`seed_<k>`, in k order) of a sweep workdir; [] for a single run."""
-    names = [n for n in os.listdir(workdir) if n.startswith("seed_") and n[5:].isdigit()]
-    return [os.path.join(workdir, n) for n in sorted(names, key=lambda n: int(n[5:]))]
+    return [os.path.join(workdir, n) for n in workdir_lib.member_dirs(workdir)]
 
 
 def read_log(workdir: str, name: str, needed_by: str) -> list[dict]:
@@ -120,12 +118,6 @@ def output_dir(workdir: str, name: str) -> str:
     return os.path.join(workdir, ANALYSIS_DIR, name)
 
 
-def save_figure(fig, path: str) -> None:
-    tmp = path + ".tmp"
-    fig.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
-
-
 def write_text(path: str, text: str) -> None:
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
@@ -144,7 +136,7 @@ def write_output(name: str, workdir: str, out: Output) -> list[str]:
     elif out.figures:
         for file_name, draw in out.figures.items():
             path = os.path.join(folder, file_name)
-            save_figure(draw(), path)
+            save_png(draw(), path)
             paths.append(path)
     for file_name, text in out.texts.items():
         path = os.path.join(folder, file_name)
